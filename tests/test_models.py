@@ -1,0 +1,118 @@
+"""Behaviour of every registered network: the (logits, feats) contract, the
+declared group channels, gradients, and the papers' parameter / MAC counts."""
+import math
+
+import pytest
+import torch
+
+from models import MODELS, build_model, model_names
+from models.summary import count_macs, count_params
+
+# Paper's figures in millions of parameters, 10 classes (SPEC "Networks"), with
+# the number of decimals printed. The paper truncates rather than rounds
+# (ResNet-56 has 0.8558M and is listed as 0.85M), so every count must
+# truncate to the printed figure.
+PAPER_PARAMS_M = {
+    "resnet20": (0.27, 2), "resnet56": (0.85, 2), "resnet110": (1.73, 2),
+    "wrn_16_1": (0.17, 2), "wrn_16_2": (0.69, 2), "wrn_40_1": (0.56, 2),
+    "wrn_40_2": (2.2, 1), "wrn_46_4": (10, 0), "vgg13": (9.4, 1),
+    "resnet18_cifar": (11.17, 2), "resnet50_cifar": (23.52, 2),
+}
+# Standard definitions that land more than 2% above the truncated figure:
+# WRN-16-1 has 175,066 params (0.175M, +3.0%), WRN-46-4 10,499,290 (+5.0%).
+BEYOND_2_PERCENT = {"wrn_16_1", "wrn_46_4"}
+
+CIFAR_RESNETS_AND_WRNS = [n for n in MODELS if n.startswith(("resnet", "wrn")) and not n.endswith("_cifar")]
+
+
+def _forward(name: str, num_classes: int):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes)
+    x = torch.randn(2, 3, 32, 32)
+    logits, feats = model(x)
+    return model, logits, feats
+
+
+def test_registry_names():
+    assert model_names() == list(MODELS)
+    for name in MODELS:
+        model = build_model(name, 10)
+        assert model.arch == name and model.num_classes == 10
+
+
+@pytest.mark.parametrize("num_classes", [10, 100])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_forward_contract_and_gradients(name, num_classes):
+    model, logits, feats = _forward(name, num_classes)
+    assert logits.shape == (2, num_classes)
+    assert isinstance(feats, list) and len(feats) == len(model.group_channels)
+    for f, ch in zip(feats, model.group_channels):
+        assert f.shape[0] == 2 and f.shape[1] == ch
+        assert torch.isfinite(f).all()
+    assert torch.isfinite(logits).all()
+    # The last feature is the input to the final pooling: the classifier
+    # sees exactly its spatial mean.
+    torch.testing.assert_close(logits, model.fc(feats[-1].mean(dim=(2, 3))))
+
+    (logits.sum() + sum(f.mean() for f in feats)).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize("name", CIFAR_RESNETS_AND_WRNS)
+def test_last_group_is_8x8(name):
+    _, _, feats = _forward(name, 10)
+    assert feats[-1].shape[-2:] == (8, 8)
+
+
+def test_wrn_last_feature_is_after_final_bn_relu():
+    _, _, feats = _forward("wrn_16_1", 10)
+    assert (feats[-1] >= 0).all()
+    assert (feats[0] < 0).any() and (feats[1] < 0).any()
+
+
+def test_vgg13_block_sizes():
+    _, _, feats = _forward("vgg13", 10)
+    assert [f.shape[-1] for f in feats] == [32, 16, 8, 4, 2]
+
+
+@pytest.mark.parametrize("name", list(PAPER_PARAMS_M))
+def test_param_counts_match_paper(name):
+    paper, decimals = PAPER_PARAMS_M[name]
+    params_m = count_params(build_model(name, 10)) / 1e6
+    assert math.floor(params_m * 10 ** decimals) / 10 ** decimals == pytest.approx(paper)
+    if name not in BEYOND_2_PERCENT:
+        assert abs(params_m / paper - 1) < 0.02
+
+
+def test_shortcut_options():
+    # Option A (zero padding) has no parameters in its shortcuts: He et al.'s
+    # 0.27M exactly; the projection adds 2 convs + 2 BNs.
+    pad = count_params(build_model("resnet20", 10, shortcut="pad"))
+    conv = count_params(build_model("resnet20", 10))
+    assert pad == 269_722
+    assert conv - pad == 16 * 32 + 32 * 64 + 2 * (32 + 64)
+    model = build_model("resnet20", 10, shortcut="pad")
+    logits, feats = model(torch.randn(2, 3, 32, 32))
+    assert feats[-1].shape == (2, 64, 8, 8)
+    with pytest.raises(ValueError):
+        build_model("resnet20", 10, shortcut="bogus")
+
+
+@pytest.mark.parametrize("name, published", [("resnet20", 40.55e6), ("resnet56", 125.75e6)])
+def test_mac_counts(name, published):
+    # Projection shortcuts add 2 * 131,072 MACs: 40.81M for ResNet-20, 125.75M
+    # for ResNet-56; the zero-padding variant gives 40.55M and 125.49M.
+    for shortcut in ("conv", "pad"):
+        macs = count_macs(build_model(name, 10, shortcut=shortcut))
+        assert abs(macs / published - 1) < 0.02, (shortcut, macs)
+
+
+def test_wrn_pattern_and_errors():
+    model = build_model("wrn_28_10", 10)
+    assert model.arch == "wrn_28_10" and model.group_channels == [160, 320, 640]
+    with pytest.raises(ValueError, match="valid"):
+        build_model("resnet19", 10)
+    with pytest.raises(ValueError, match="6n\\+4"):
+        build_model("wrn_30_2", 10)

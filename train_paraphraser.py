@@ -1,0 +1,130 @@
+"""Stage 2: train the paraphraser on the frozen teacher's feature map (paper Sec. 3.1).
+
+    python train_paraphraser.py --teacher runs/c10/teacher-resnet56-s0 --k 0.5 \
+        --out runs/c10/para-resnet56-k0.5-s0
+"""
+
+import argparse
+import json
+
+import torch
+
+from paraphraser import KINDS, Paraphraser
+from utils.checkpoint import check_same_data, fingerprint, load_classifier
+from utils.cli import add_data_args, add_run_args, add_schedule_args, check_positive, check_schedule, run_main
+from utils.data import balanced_subset
+from utils.errors import UserError
+from utils.losses import reconstruction_loss
+from utils.methods import ParaphraserTraining
+from utils.train import Stage, fit, load_training_data, open_run, resolve_device
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Factor Transfer, stage 2: train a paraphraser (autoencoder) on the frozen "
+                    "teacher's last-group feature map; its encoder output is the teacher factor.")
+    parser.add_argument("--teacher", required=True, help="teacher run folder or checkpoint file")
+    parser.add_argument("--k", type=float, default=0.5,
+                        help="paraphrase rate k: factor channels = round(k * C_teacher) (default: 0.5)")
+    parser.add_argument("--kind", default="conv", choices=KINDS,
+                        help="conv: the paper's paraphraser; cae: stride-2 convolutional autoencoder; "
+                             "rae: conv with k=2 and an L1 penalty on the factor (default: conv)")
+    parser.add_argument("--layers", type=int, default=3, choices=(1, 2, 3),
+                        help="encoder layers (Table 4's ablation) (default: 3)")
+    parser.add_argument("--group", type=int, default=-1,
+                        help="teacher group whose output is paraphrased; -1 = last (default: -1)")
+    parser.add_argument("--bn", action=argparse.BooleanOptionalAction, default=None,
+                        help="BatchNorm after every layer (default: the paper's rule, on for CIFAR-10 "
+                             "and the folder dataset, off for CIFAR-100; the authors' released "
+                             "CIFAR-10 paraphraser has none: --no-bn)")
+    parser.add_argument("--recon-loss", default="l1", choices=("l1", "l2"),
+                        help="reconstruction loss, mean |x-P(x)| (authors' code) or squared (default: l1)")
+    parser.add_argument("--rae-lambda", type=float, default=1e-4,
+                        help="RAE only: weight lambda of the L1 penalty on the factor (default: 1e-4)")
+    parser.add_argument("--epochs", type=float, default=30,
+                        help="training epochs, used when --iters is not given (paper: at most 30; the "
+                             "authors' released paraphraser: 5) (default: 30)")
+    parser.add_argument("--holdout", type=float, default=0.1,
+                        help="fraction of training images held out of paraphraser training to report "
+                             "its reconstruction loss on unseen images (default: 0.1)")
+    add_data_args(parser)
+    add_schedule_args(parser, iters=None, milestone_fractions=())
+    add_run_args(parser, eval_every=500)
+    return parser
+
+
+def bn_default(dataset: str) -> bool:
+    """The appendix: BN in paraphraser and translator for CIFAR-10 only."""
+    return dataset in ("cifar10", "folder")
+
+
+def main(args: argparse.Namespace) -> None:
+    check_positive(args, "k", "epochs")
+    if not 0 <= args.holdout < 1:
+        raise UserError(f"--holdout must be in [0, 1), got {args.holdout}")
+    if args.kind == "rae" and args.rae_lambda <= 0:
+        raise UserError("--rae-lambda must be positive for --kind rae")
+    if args.bn is None:
+        args.bn = bn_default(args.dataset)
+    if args.kind == "rae":
+        args.k = 2.0  # SPEC: the RAE is the paraphraser with k = 2
+    teacher, teacher_ckpt = load_classifier(args.teacher)
+    check_same_data(teacher_ckpt, "teacher", args.dataset)
+    device = resolve_device(args.device)
+
+    # ---------------------------------------------------------------- data
+    data = load_training_data(args, device)
+    n = len(data.train_y)
+    held = balanced_subset(data.train_y.cpu(), max(1, int(n * args.holdout)), data.num_classes, seed=1) \
+        if args.holdout > 0 else torch.zeros(0, dtype=torch.long)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[held] = False
+    holdout_x, holdout_y = data.train_x[held.to(device)], data.train_y[held.to(device)]
+    data.train_x, data.train_y = data.train_x[keep.to(device)], data.train_y[keep.to(device)]
+    steps_per_epoch = len(data.train_y) // args.batch_size
+    if args.iters is None:
+        args.iters = max(1, round(args.epochs * steps_per_epoch))
+    check_schedule(args)
+
+    # ---------------------------------------------------------------- run folder
+    run = open_run(args)
+    if run is None:
+        return
+
+    # ---------------------------------------------------------------- networks
+    torch.manual_seed(args.seed)
+    channels = teacher.group_channels[args.group]
+    paraphraser = Paraphraser(channels, k=args.k, bn=args.bn, layers=args.layers,
+                              kind="cae" if args.kind == "cae" else "conv").to(device)
+    task = ParaphraserTraining(teacher.to(device), paraphraser, args.recon_loss, args.group,
+                               factor_l1=args.rae_lambda if args.kind == "rae" else 0.0)
+
+    @torch.inference_mode()
+    def evaluate() -> dict:
+        paraphraser.eval()
+        metrics = {}
+        for name, x_all in (("holdout", holdout_x), ("test", data.test_x)):
+            total, count = 0.0, 0
+            for start in range(0, len(x_all), args.eval_batch_size):
+                feat = task.teacher_features(data.normalize(x_all[start:start + args.eval_batch_size]))
+                total += reconstruction_loss(paraphraser(feat), feat, args.recon_loss).item() * len(feat)
+                count += len(feat)
+            if count:
+                metrics[f"recon_{name}"] = total / count
+        return metrics
+
+    stage = Stage(
+        kind="paraphraser", task=task, trainable=task.trainable(), evaluate=evaluate,
+        primary="recon_holdout" if len(holdout_y) else "recon_test",
+        info={"paraphraser_config": paraphraser.config, "paraphraser_kind": args.kind,
+              "group": args.group, "dataset": args.dataset, "num_classes": data.num_classes,
+              "teacher": {"arch": teacher_ckpt["arch"], "fingerprint": fingerprint(teacher),
+                          "group_channels": list(teacher.group_channels)}},
+    )
+    result = fit(stage, data, run, args)
+    run.close()
+    print(json.dumps(result, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    run_main(main, get_args_parser())

@@ -1,0 +1,79 @@
+"""Loading the frozen parts of a later stage from earlier run folders.
+
+`--teacher` and `--paraphraser` take a run folder or a checkpoint file.  A
+checkpoint carries what rebuilds its modules (architecture, class count, dataset,
+paraphraser configuration) so no other file is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models import build_model
+from paraphraser import Paraphraser
+from utils.errors import UserError
+from utils.run import CHECKPOINT, FINAL
+
+
+def read_checkpoint(path: str | Path, what: str, kinds: tuple[str, ...]) -> dict:
+    """Load a stage checkpoint, checking it is one of `kinds` and that its run finished."""
+    path = Path(path)
+    file = path / CHECKPOINT if path.is_dir() else path
+    if not file.exists():
+        raise UserError(f"--{what} {path}: no checkpoint there; train it first or give the run "
+                        f"folder (holding {CHECKPOINT})")
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception:
+        raise UserError(f"--{what} {file} is not a readable checkpoint (truncated or not a torch "
+                        f"file); re-train it or point to another") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") not in kinds:
+        found = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise UserError(f"--{what} {file} is a {found or 'foreign'} checkpoint, expected "
+                        f"{' or '.join(kinds)} (a run folder of train_{kinds[0]}.py)")
+    if path.is_dir() and not (path / FINAL).exists():
+        raise UserError(f"--{what} {path} has not finished (iteration {ckpt['iteration']} of "
+                        f"{ckpt['args']['iters']}); finish it by re-running its command, or pass "
+                        f"{file} to use it as it is")
+    return ckpt
+
+
+def fingerprint(module: nn.Module) -> str:
+    """A short hash of a module's weights: ties a paraphraser to its teacher."""
+    h = hashlib.sha1()
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """No gradients, eval mode: a frozen teacher or paraphraser never changes."""
+    module.requires_grad_(False)
+    return module.eval()
+
+
+def load_classifier(path: str | Path, what: str = "teacher") -> tuple[nn.Module, dict]:
+    """A trained classifier (teacher or student run), frozen, and its checkpoint."""
+    ckpt = read_checkpoint(path, what, ("teacher", "student"))
+    model = build_model(ckpt["arch"], ckpt["num_classes"])
+    model.load_state_dict(ckpt["modules"]["model"])
+    return freeze(model), ckpt
+
+
+def load_paraphraser(path: str | Path) -> tuple[Paraphraser, dict]:
+    ckpt = read_checkpoint(path, "paraphraser", ("paraphraser",))
+    model = Paraphraser(**ckpt["paraphraser_config"])
+    model.load_state_dict(ckpt["modules"]["paraphraser"])
+    return freeze(model), ckpt
+
+
+def check_same_data(ckpt: dict, what: str, dataset: str) -> None:
+    """A teacher (or paraphraser) trained on other data cannot teach this student."""
+    if ckpt["dataset"] != dataset:
+        raise UserError(f"--{what} was trained on {ckpt['dataset']} but this run uses --dataset "
+                        f"{dataset}; pass a {what} trained on {dataset}")

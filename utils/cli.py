@@ -1,0 +1,93 @@
+"""Command-line pieces shared by the three scripts: common arguments, validation, entry point."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from utils.data import DATASETS
+from utils.errors import UserError
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", default="cifar10", choices=DATASETS,
+                   help="cifar10 / cifar100 through torchvision, or an image-folder tree "
+                        "(train/<class>/*, test/<class>/*; a directory or .tar.gz) (default: cifar10)")
+    g.add_argument("--data-root", default="./data",
+                   help="where the dataset is (or is downloaded to) (default: ./data)")
+    g.add_argument("--norm", default=None, choices=("cifar10", "cifar100", "computed"),
+                   help="normalization statistics (default: the dataset's own; folder: cifar10)")
+    g.add_argument("--train-subset", type=int, default=None, metavar="N",
+                   help="train on N class-balanced training images, for quick checks (default: all)")
+    g.add_argument("--test-subset", type=int, default=None, metavar="N",
+                   help="evaluate on N class-balanced test images, for quick checks (default: all)")
+
+
+def add_schedule_args(parser: argparse.ArgumentParser, *, iters: int | None,
+                      milestone_fractions: tuple[float, ...] = (0.5, 0.75), lr: float = 0.1,
+                      wd: float = 5e-4) -> None:
+    g = parser.add_argument_group("optimization (SGD; defaults: the paper's CIFAR schedule)")
+    g.add_argument("--iters", type=int, default=iters, help=f"training iterations (default: {iters})")
+    shown = [round(iters * f) for f in milestone_fractions] if iters else "none"
+    g.add_argument("--milestones", type=int, nargs="*", default=None,
+                   help=f"iterations at which lr is multiplied by 0.1 (default: {shown}; with "
+                        f"--iters N, the same fractions {list(milestone_fractions)} of N)")
+    parser.set_defaults(milestone_fractions=list(milestone_fractions))
+    g.add_argument("--lr", type=float, default=lr, help=f"initial learning rate (default: {lr})")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
+    g.add_argument("--wd", type=float, default=wd, help=f"weight decay (default: {wd})")
+    g.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+
+
+def add_run_args(parser: argparse.ArgumentParser, *, eval_every: int = 1000) -> None:
+    g = parser.add_argument_group("run")
+    g.add_argument("--out", required=True,
+                   help="run folder; re-running the same command there resumes it")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: cuda when available (default: auto)")
+    g.add_argument("--eval-every", type=int, default=eval_every,
+                   help=f"evaluate, log and checkpoint every N iterations (default: {eval_every})")
+    g.add_argument("--eval-batch-size", type=int, default=1000, help="evaluation batch size (default: 1000)")
+    g.add_argument("--force", action="store_true", help="overwrite a run folder holding other arguments")
+    g.add_argument("--progress", default="auto", choices=("auto", "on", "off"),
+                   help="tqdm progress bar (auto: when stderr is a terminal)")
+    g = parser.add_argument_group("speed (numerics-changing options are off by default)")
+    g.add_argument("--amp", default="none", choices=("none", "bf16"),
+                   help="bf16 autocast for forward passes (default: none, fp32)")
+    g.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training step's modules")
+
+
+def check_positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def check_schedule(args: argparse.Namespace) -> None:
+    check_positive(args, "iters", "lr", "batch_size", "eval_every", "eval_batch_size")
+    if args.wd < 0 or args.momentum < 0:
+        raise UserError("--wd and --momentum must not be negative")
+    for name in ("train_subset", "test_subset"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.milestones is None:
+        args.milestones = [round(args.iters * f) for f in args.milestone_fractions]
+    ms = args.milestones
+    if ms != sorted(set(ms)):
+        raise UserError(f"--milestones must be strictly increasing, got {ms}")
+    if ms and (ms[0] <= 0 or ms[-1] >= args.iters):
+        raise UserError(f"--milestones must lie between 1 and --iters - 1 ({args.iters - 1}), got {ms}")
+
+
+def run_main(main, parser: argparse.ArgumentParser, argv: list[str] | None = None) -> None:
+    """Parse, run, and turn a UserError into a one-line message and exit status 2."""
+    args = parser.parse_args(argv)
+    try:
+        main(args)
+    except UserError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,155 @@
+"""A run folder: arguments, lock, checkpoints, metrics, TensorBoard events, final result.
+
+    OUT/args.json        resolved arguments, git commit, torch version
+    OUT/checkpoint.pt    latest state, written atomically (tmp file + rename), so the
+                         previous checkpoint stays whole until the new one is complete
+    OUT/metrics.jsonl    one JSON line per evaluation
+    OUT/events.*         TensorBoard scalars
+    OUT/final.json       written last; its presence means the run is finished
+
+Re-running the same command on the same folder resumes from checkpoint.pt; on a
+finished run it reports the result and exits.  One process writes a folder at a
+time (an advisory lock that the OS drops when the process dies, even on SIGKILL).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+from utils.errors import UserError
+
+CHECKPOINT = "checkpoint.pt"
+FINAL = "final.json"
+ARGS = "args.json"
+METRICS = "metrics.jsonl"
+LOCK = ".lock"
+
+# Arguments that may change between a run and its resumption without changing its result.
+RESUME_FREE_ARGS = {"out", "force", "device", "progress", "data_root", "eval_batch_size", "save_every"}
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file, flushed to disk, then renamed over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(obj, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """Owns one output folder for the lifetime of a training process."""
+
+    def __init__(self, out: str | os.PathLike, args: dict, force: bool = False):
+        self.path = Path(out)
+        self.args = args
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock_fh = open(self.path / LOCK, "a+")
+        except OSError as exc:
+            raise UserError(f"cannot write to --out {self.path} ({exc.strerror}); choose a writable folder") from None
+        try:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(f"{self.path} is in use by another training process; wait for it or "
+                            f"choose another --out") from None
+        self._check_args(force)
+
+    # -- arguments ----------------------------------------------------------------
+    def _check_args(self, force: bool) -> None:
+        saved_path = self.path / ARGS
+        if saved_path.exists() and not force:
+            try:
+                saved = json.loads(saved_path.read_text())["args"]
+            except (ValueError, KeyError):
+                raise UserError(f"{saved_path} is unreadable; pass --force to start this run afresh") from None
+            keys = (set(saved) | set(self.args)) - RESUME_FREE_ARGS
+            differ = sorted(k for k in keys if saved.get(k) != self.args.get(k))
+            if differ:
+                listing = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} -> {self.args.get(k)!r}"
+                                    for k in differ)
+                raise UserError(f"{self.path} holds a run with different arguments ({listing}); "
+                                f"use another --out, or --force to overwrite it")
+        elif force:
+            for child in self.path.iterdir():
+                if child.name == LOCK:
+                    continue
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if not saved_path.exists():
+            atomic_write_json({"args": self.args, "git_commit": git_commit(),
+                               "torch": torch.__version__}, saved_path)
+
+    # -- state ----------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return (self.path / FINAL).exists()
+
+    def read_final(self) -> dict:
+        return json.loads((self.path / FINAL).read_text())
+
+    def write_final(self, result: dict) -> None:
+        atomic_write_json(result, self.path / FINAL)
+
+    def load_checkpoint(self) -> dict | None:
+        path = self.path / CHECKPOINT
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:
+            raise UserError(f"{path} is corrupt or truncated; delete it to restart the run "
+                            f"(or pass --force)") from None
+
+    def save_checkpoint(self, state: dict) -> None:
+        atomic_save(state, self.path / CHECKPOINT)
+
+    # -- metrics --------------------------------------------------------------------
+    def truncate_metrics(self, iteration: int) -> None:
+        """Drop metric lines written after the checkpoint we resume from."""
+        path = self.path / METRICS
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["iter"] <= iteration:
+                    keep.append(line)
+            except (ValueError, KeyError):
+                break  # a line cut by a kill ends the valid log
+        path.write_text("".join(f"{line}\n" for line in keep))
+
+    def last_metrics(self) -> dict:
+        lines = (self.path / METRICS).read_text().splitlines()
+        return json.loads(lines[-1])
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.path / METRICS, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def close(self) -> None:
+        fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+        self._lock_fh.close()

@@ -1,0 +1,294 @@
+"""The one training loop, evaluation and checkpointing that all three stages share.
+
+A stage hands the loop a *task*: an nn.Module whose `forward(x, y)` returns
+`(logits_or_None, {loss_name: scalar})`; the loop sums the losses.  Frozen parts
+(teacher, paraphraser) live inside the task, in eval mode and without gradients.
+The loop does no host synchronisation per step: loss sums and non-finite checks
+stay on the device and are read back only every `eval_every` iterations.
+
+Everything random in a step is a function of (seed, iteration) (`utils.data`), so
+a run resumed from any checkpoint ends bit-for-bit where an uninterrupted run ends
+(on the CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from utils.data import BatchSampler, ImageData, train_batch
+from utils.errors import UserError
+from utils.run import RunDir
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Interrupted(Exception):
+    """SIGTERM/SIGINT arrived; a checkpoint was saved."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    return torch.device(name)
+
+
+def lr_at(iteration: int, base_lr: float, milestones: list[int], gamma: float = 0.1) -> float:
+    """Step schedule: base_lr * gamma ** (number of milestones already passed)."""
+    return base_lr * gamma ** sum(iteration >= m for m in milestones)
+
+
+def autocast(device: torch.device, amp: str):
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def classification_metrics(model: nn.Module, data: ImageData, batch_size: int, amp: str = "none",
+                           channels_last: bool = False) -> dict:
+    """Top-1 / top-5 test error (%) and test cross-entropy of a `(logits, feats)` model."""
+    was_training = model.training
+    model.eval()
+    device = data.test_x.device
+    wrong1 = wrong5 = torch.zeros((), device=device, dtype=torch.long)
+    loss = torch.zeros((), device=device)
+    n = len(data.test_y)
+    for start in range(0, n, batch_size):
+        x = data.normalize(data.test_x[start:start + batch_size])
+        y = data.test_y[start:start + batch_size]
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            logits = model(x)[0]
+        logits = logits.float()
+        loss = loss + nn.functional.cross_entropy(logits, y, reduction="sum")
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        wrong1 = wrong1 + (top[:, 0] != y).sum()
+        wrong5 = wrong5 + (~(top == y[:, None]).any(dim=1)).sum()
+    model.train(was_training)
+    return {"test_error": 100.0 * wrong1.item() / n, "test_error_top5": 100.0 * wrong5.item() / n,
+            "test_loss": loss.item() / n}
+
+
+@dataclass
+class Stage:
+    """What a script hands to `fit`."""
+
+    kind: str                       # "teacher" | "paraphraser" | "student"
+    task: nn.Module                 # forward(x, y) -> (logits | None, losses)
+    trainable: dict[str, nn.Module]  # saved in the checkpoint, optimized
+    evaluate: Callable[[], dict]    # metrics at the current weights
+    primary: str                    # metric whose last/best go into final.json (lower is better)
+    info: dict = field(default_factory=dict)  # rebuild information stored in the checkpoint
+    augment: bool = True
+
+
+class _Stop:
+    """Turns SIGTERM / SIGINT into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _progress(args, total: int, initial: int):
+    from tqdm import tqdm
+
+    disable = {"auto": None, "on": False, "off": True}[args.progress]
+    return tqdm(total=total, initial=initial, disable=disable, dynamic_ncols=True, leave=False)
+
+
+def fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
+    """Train `stage` on `data` with the SGD schedule in `args`; return final.json's dict."""
+    device = data.train_x.device
+    params = [p for m in stage.trainable.values() for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.wd)
+    sampler = BatchSampler(len(data.train_y), args.batch_size, args.seed, device)
+    if args.channels_last:
+        stage.task.to(memory_format=torch.channels_last)
+    step_task = torch.compile(stage.task) if args.compile else stage.task
+
+    # ------------------------------------------------------------------ resume
+    start, best, best_iter, wall_before = 0, math.inf, None, 0.0
+    window = None  # on-device sums of each loss part since the last evaluation
+    state = run.load_checkpoint()
+    if state is not None:
+        if state.get("kind") != stage.kind:
+            raise UserError(f"{run.path} holds a {state.get('kind')} checkpoint, not a {stage.kind}; "
+                            f"use another --out")
+        for name, module in stage.trainable.items():
+            module.load_state_dict(state["modules"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        start, best, best_iter = state["iteration"], state["best"], state["best_iter"]
+        wall_before = state["wall_time_s"]
+        window = {k: v.to(device) for k, v in state["window"].items()} if state["window"] else None
+        torch.set_rng_state(state["rng_cpu"])
+        run.truncate_metrics(start)
+        print(f"resuming {run.path} from iteration {start}", file=sys.stderr)
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(run.path), purge_step=start if start else None)
+
+    def save(iteration: int) -> None:
+        run.save_checkpoint({
+            "kind": stage.kind, "iteration": iteration, "args": vars(args), **stage.info,
+            "modules": {n: m.state_dict() for n, m in stage.trainable.items()},
+            "optimizer": optimizer.state_dict(), "best": best, "best_iter": best_iter,
+            "wall_time_s": wall_before + time.perf_counter() - t0,
+            "window": {k: v.detach().cpu() for k, v in window.items()} if window else None,
+            "rng_cpu": torch.get_rng_state(),
+        })
+
+    # ------------------------------------------------------------------ loop
+    t0 = time.perf_counter()
+    if start >= args.iters:  # killed after the last checkpoint, before final.json
+        record = run.last_metrics()
+        metrics = {stage.primary: record[stage.primary]}
+    stage.task.train()
+    bar = _progress(args, args.iters, start)
+    try:
+        with _Stop() as stop:
+            for it in range(start, args.iters):
+                lr = lr_at(it, args.lr, args.milestones)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, y = train_batch(data, sampler, it, args.seed, augment=stage.augment)
+                if args.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast(device, args.amp):
+                    logits, losses = step_task(x, y)
+                total = sum(losses.values())
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+
+                # Window sums; a NaN anywhere stays NaN in its sum and is caught below.
+                parts = {k: v.detach().float() for k, v in losses.items()}
+                if logits is not None:
+                    parts["train_error"] = 100.0 * (logits.detach().argmax(1) != y).float().mean()
+                if window is None:
+                    window = {k: torch.zeros((), device=device) for k in (*parts, "steps", "first_bad")}
+                    window["first_bad"] -= 1
+                bad = ~torch.isfinite(total.detach())
+                window["first_bad"] = torch.where(bad & (window["first_bad"] < 0),
+                                                  torch.tensor(float(it + 1), device=device),
+                                                  window["first_bad"])
+                for k, v in parts.items():
+                    window[k] += v
+                window["steps"] += 1
+                bar.update(1)
+
+                done = it + 1
+                if done % args.eval_every == 0 or done == args.iters:
+                    record = _read_window(window, done)
+                    metrics = stage.evaluate()
+                    stage.task.train()
+                    record.update(metrics, iter=done, lr=lr,
+                                  wall_time_s=round(wall_before + time.perf_counter() - t0, 3))
+                    if metrics[stage.primary] < best:
+                        best, best_iter = metrics[stage.primary], done
+                    _log(writer, record, done)
+                    run.append_metrics(record)
+                    window = None
+                    save(done)
+                    bar.write(_summary_line(record, args.iters))
+                if stop.signum is not None and done < args.iters:
+                    if window is not None:
+                        _read_window(window, done)  # never checkpoint a diverged state
+                    save(done)
+                    raise Interrupted(f"stopped by signal {stop.signum} at iteration {done}; "
+                                      f"checkpoint saved, re-run the same command to resume")
+    finally:
+        bar.close()
+        writer.close()
+
+    final_metrics = {k: v for k, v in record.items() if not k.startswith("loss")}
+    result = {
+        f"{stage.primary}_last": metrics[stage.primary], f"{stage.primary}_best": best,
+        "best_iter": best_iter, "iters": args.iters, "wall_time_s": record["wall_time_s"],
+        "kind": stage.kind, "last": final_metrics,
+    }
+    run.write_final(result)
+    return result
+
+
+def _read_window(window: dict, done: int) -> dict:
+    """Host copy of the window's means; raises TrainingDiverged on a non-finite loss."""
+    values = {k: v.item() for k, v in window.items()}
+    steps = values.pop("steps")
+    first_bad = values.pop("first_bad")
+    if first_bad >= 0 or not all(math.isfinite(v) for v in values.values()):
+        parts = sorted(k for k, v in values.items() if not math.isfinite(v))
+        where = f"iteration {int(first_bad)}" if first_bad >= 0 else f"the iterations before {done}"
+        raise TrainingDiverged(
+            f"loss became NaN/inf at {where} (parts: {', '.join(parts) or 'total'}); the last good "
+            f"checkpoint is kept; lower --lr (or use BN / --recon-loss l1) and re-run with --force")
+    record = {f"loss_{k}" if k != "train_error" else k: v / steps for k, v in values.items()}
+    return record
+
+
+def _log(writer, record: dict, step: int) -> None:
+    for key, value in record.items():
+        if key in ("iter",) or not isinstance(value, (int, float)):
+            continue
+        group = "loss" if key.startswith("loss_") else "train" if key in ("lr", "train_error") else \
+            "time" if key == "wall_time_s" else "eval"
+        writer.add_scalar(f"{group}/{key.removeprefix('loss_')}", value, step)
+    writer.flush()
+
+
+def _summary_line(record: dict, iters: int) -> str:
+    shown = [f"iter {record['iter']}/{iters}", f"lr {record['lr']:.4g}"]
+    for key, value in record.items():
+        if key.startswith("loss_") or key.endswith("error") or key.startswith("recon"):
+            shown.append(f"{key.removeprefix('loss_')} {value:.4g}")
+    return "  ".join(shown)
+
+
+def open_run(args) -> RunDir | None:
+    """Take the run folder; on a finished run print its result and return None."""
+    import json
+
+    run = RunDir(args.out, vars(args), args.force)
+    if run.finished:
+        print(f"{run.path} is finished; its result:", file=sys.stderr)
+        print(json.dumps(run.read_final(), indent=2, sort_keys=True))
+        run.close()
+        return None
+    return run
+
+
+def load_training_data(args, device: torch.device) -> ImageData:
+    from utils.data import load_data
+
+    return load_data(args.dataset, args.data_root, args.norm, args.train_subset,
+                     args.test_subset).to(device)
