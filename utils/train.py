@@ -96,6 +96,33 @@ class Stage:
     augment: bool = True
 
 
+def make_step(task: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+              amp: str = "none", compile: bool = False):
+    """One SGD step of `task` on a batch: returns (logits, losses, total loss).
+
+    A task may define `auxiliary_step()`, run after the main update with its own
+    optimizer (KTAN's discriminator); the losses it returns are logged with the
+    others, and `auxiliary_state_dict()` / `load_auxiliary_state_dict()` carry its
+    state through checkpoints.
+    """
+    forward = torch.compile(task) if compile else task
+    auxiliary = getattr(task, "auxiliary_step", None)
+
+    def step(x: torch.Tensor, y: torch.Tensor):
+        with autocast(device, amp):
+            logits, losses = forward(x, y)
+        total = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        if auxiliary is not None:
+            with autocast(device, amp):
+                losses = {**losses, **auxiliary()}
+        return logits, losses, total
+
+    return step
+
+
 class _Stop:
     """Turns SIGTERM / SIGINT into a flag the loop checks between steps."""
 
@@ -134,7 +161,7 @@ def fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
     sampler = BatchSampler(len(data.train_y), args.batch_size, args.seed, device)
     if args.channels_last:
         stage.task.to(memory_format=torch.channels_last)
-    step_task = torch.compile(stage.task) if args.compile else stage.task
+    step = make_step(stage.task, optimizer, device, args.amp, args.compile)
 
     # ------------------------------------------------------------------ resume
     start, best, best_iter, wall_before = 0, math.inf, None, 0.0
@@ -151,6 +178,8 @@ def fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
         wall_before = state["wall_time_s"]
         window = {k: v.to(device) for k, v in state["window"].items()} if state["window"] else None
         torch.set_rng_state(state["rng_cpu"])
+        if state.get("auxiliary") is not None:
+            stage.task.load_auxiliary_state_dict(state["auxiliary"])
         run.truncate_metrics(start)
         print(f"resuming {run.path} from iteration {start}", file=sys.stderr)
 
@@ -166,6 +195,7 @@ def fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
             "wall_time_s": wall_before + time.perf_counter() - t0,
             "window": {k: v.detach().cpu() for k, v in window.items()} if window else None,
             "rng_cpu": torch.get_rng_state(),
+            "auxiliary": stage.task.auxiliary_state_dict() if hasattr(stage.task, "auxiliary_step") else None,
         })
 
     # ------------------------------------------------------------------ loop
@@ -184,12 +214,7 @@ def fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
                 x, y = train_batch(data, sampler, it, args.seed, augment=stage.augment)
                 if args.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with autocast(device, args.amp):
-                    logits, losses = step_task(x, y)
-                total = sum(losses.values())
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
+                logits, losses, total = step(x, y)
 
                 # Window sums; a NaN anywhere stays NaN in its sum and is caught below.
                 parts = {k: v.detach().float() for k, v in losses.items()}
