@@ -9,7 +9,7 @@ import json
 
 import torch
 
-from paraphraser import KINDS, Paraphraser
+from paraphraser import KINDS, Paraphraser, bn_default
 from utils.checkpoint import check_same_data, fingerprint, load_classifier
 from utils.cli import add_data_args, add_run_args, add_schedule_args, check_positive, check_schedule, run_main
 from utils.data import balanced_subset
@@ -53,11 +53,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def bn_default(dataset: str) -> bool:
-    """The appendix: BN in paraphraser and translator for CIFAR-10 only."""
-    return dataset in ("cifar10", "folder")
-
-
 def main(args: argparse.Namespace) -> None:
     check_positive(args, "k", "epochs")
     if not 0 <= args.holdout < 1:
@@ -70,6 +65,10 @@ def main(args: argparse.Namespace) -> None:
         args.k = 2.0  # SPEC: the RAE is the paraphraser with k = 2
     teacher, teacher_ckpt = load_classifier(args.teacher)
     check_same_data(teacher_ckpt, "teacher", args.dataset)
+    n_groups = len(teacher.group_channels)
+    if not -n_groups <= args.group < n_groups:
+        raise UserError(f"--group {args.group}: the teacher ({teacher_ckpt['arch']}) has groups "
+                        f"0..{n_groups - 1} (or -1 for the last)")
     device = resolve_device(args.device)
 
     # ---------------------------------------------------------------- data
@@ -85,6 +84,13 @@ def main(args: argparse.Namespace) -> None:
     if args.iters is None:
         args.iters = max(1, round(args.epochs * steps_per_epoch))
     check_schedule(args)
+    if args.kind == "cae":
+        with torch.no_grad():
+            size = teacher(data.normalize(data.test_x[:1]).cpu())[1][args.group].shape[-2:]
+        if any(d % 2 ** args.layers for d in size):
+            raise UserError(f"--kind cae halves height and width {args.layers} time(s), so the "
+                            f"teacher's group-{args.group} map ({size[0]}x{size[1]}) must be divisible "
+                            f"by {2 ** args.layers}; use fewer --layers or --kind conv")
 
     # ---------------------------------------------------------------- run folder
     run = open_run(args)

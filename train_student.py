@@ -3,6 +3,12 @@
     python train_student.py --method ft --arch resnet20 --teacher runs/c10/teacher-resnet56-s0 \
         --paraphraser runs/c10/para-resnet56-k0.5-s0 --beta 500 --out runs/c10/ft-resnet20-s0
     python train_student.py --method ce --arch resnet20 --out runs/c10/ce-resnet20-s0
+    python train_student.py --method at+kd --arch resnet20 --teacher runs/c10/teacher-resnet56-s0 \
+        --out runs/c10/atkd-resnet20-s0
+
+Methods (`utils.methods.METHODS`): ce, kd, at, fact (F-ActT), ft, at+kd, ft+kd, ktan.
+Table 4's ablations are --no-paraphraser / --no-translator and paraphrasers trained
+with --layers 1|2; multi-group FT is --ft-groups all with one paraphraser per group.
 """
 
 import argparse
@@ -11,37 +17,67 @@ import json
 import torch
 
 from models import build_model, check_model_name
-from translator import Translator
 from utils.checkpoint import check_same_data, fingerprint, load_classifier, load_paraphraser
 from utils.cli import add_data_args, add_run_args, add_schedule_args, check_positive, check_schedule, run_main
 from utils.errors import UserError
-from utils.methods import Classification, FactorTransfer
+from utils.methods import KD, METHODS, Frozen
 from utils.train import Stage, classification_metrics, fit, load_training_data, open_run, resolve_device
 
-# method -> (needs a teacher, needs a paraphraser)
-METHODS = {
-    "ce": (False, False),
-    "ft": (True, True),
-}
+FT_METHODS = tuple(name for name, m in METHODS.items() if m.paraphraser)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Factor Transfer, stage 3: train a student network, alone (ce) or with "
-                    "Factor Transfer (ft) from a frozen teacher and its paraphraser.")
+        description="Factor Transfer, stage 3: train a student network, alone or with knowledge "
+                    "transfer from a frozen teacher (and, for FT, its paraphraser).")
     parser.add_argument("--method", default="ft", choices=tuple(METHODS),
-                        help="ce: the student alone; ft: Factor Transfer (default: ft)")
+                        help="; ".join(f"{name}: {m.help}" for name, m in METHODS.items()) + " (default: ft)")
     parser.add_argument("--arch", default="resnet20",
                         help="student network (models.MODELS or wrn_D_W) (default: resnet20)")
-    parser.add_argument("--teacher", help="teacher run folder or checkpoint (methods that transfer)")
-    parser.add_argument("--paraphraser", help="paraphraser run folder or checkpoint (ft)")
-    g = parser.add_argument_group("Factor Transfer")
+    parser.add_argument("--teacher", help="teacher run folder or checkpoint (every method but ce)")
+    parser.add_argument("--paraphraser", nargs="+", metavar="RUN",
+                        help="paraphraser run folder(s) or checkpoint(s) of train_paraphraser.py for "
+                             "this teacher (ft, ft+kd): one for --ft-groups last, one per teacher group "
+                             "for --ft-groups all")
+
+    g = parser.add_argument_group("Factor Transfer (ft, ft+kd)")
     g.add_argument("--beta", type=float, default=500.0,
-                   help="beta, weight of L_FT against cross-entropy (paper, CIFAR: 500) (default: 500)")
+                   help="beta, weight of L_FT (paper, CIFAR: 500; ImageNet: 1000) (default: 500)")
     g.add_argument("--p", type=int, default=1, choices=(1, 2),
-                   help="p of L_FT = mean |F_T/||F_T|| - F_S/||F_S|| |^p (default: 1)")
+                   help="p of L_FT = mean |F_T/||F_T|| - F_S/||F_S|| |^p (Table 7) (default: 1)")
+    g.add_argument("--ft-groups", default="last", choices=("last", "all"),
+                   help="transfer the teacher's last group (the paper's FT) or every group, with a "
+                        "paraphraser (trained with train_paraphraser.py --group G) and a translator "
+                        "per group, the FT losses summed (default: last)")
+    g.add_argument("--no-paraphraser", action="store_true",
+                   help="Table 4 ablation: the translator's output is matched to the teacher's own "
+                        "feature map (translator output channels C_t); no --paraphraser needed")
+    g.add_argument("--no-translator", action="store_true",
+                   help="Table 4 ablation: the student's own group output is matched to the factor "
+                        "(needs kC_t = C_s, i.e. a paraphraser trained with k = C_s / C_t)")
     g.add_argument("--translator-bn", action=argparse.BooleanOptionalAction, default=None,
-                   help="BatchNorm in the translator (default: as the paraphraser)")
+                   help="BatchNorm in the translator (default: as the paraphraser; with "
+                        "--no-paraphraser the paper's rule, on for CIFAR-10)")
+
+    g = parser.add_argument_group("knowledge distillation (kd, at+kd, ft+kd, ktan)")
+    g.add_argument("--kd-T", type=float, default=4.0, help="temperature T (default: 4)")
+    g.add_argument("--kd-alpha", type=float, default=0.9,
+                   help="alpha in (1-alpha) CE + alpha T^2 KL(p_t^T || p_s^T) (default: 0.9)")
+
+    g = parser.add_argument_group("attention transfer (at, at+kd, fact)")
+    g.add_argument("--at-beta", type=float, default=1000.0,
+                   help="beta of AT / F-ActT; the term is beta/2 * sum over groups (default: 1000)")
+
+    g = parser.add_argument_group("KTAN (ktan; see docs/ktan.md)")
+    g.add_argument("--ktan-fm", type=float, default=1.0,
+                   help="weight of the feature-matching term mean (x_s - T2S(x_t))^2 (default: 1)")
+    g.add_argument("--ktan-adv", type=float, default=0.1,
+                   help="weight of the adversarial term -mean log D(x_s) (default: 0.1)")
+    g.add_argument("--ktan-lr-d", type=float, default=2e-4,
+                   help="the discriminator's Adam learning rate, betas 0.5/0.999 (default: 2e-4)")
+    g.add_argument("--ktan-d-width", type=int, default=64,
+                   help="the discriminator's first conv width w (then 2w) (default: 64)")
+
     add_data_args(parser)
     add_schedule_args(parser, iters=64000)
     add_run_args(parser)
@@ -50,38 +86,75 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     check_schedule(args)
-    check_positive(args, "beta")
+    check_positive(args, "beta", "at_beta", "kd_T", "ktan_lr_d", "ktan_d_width")
+    if not 0 <= args.kd_alpha <= 1:
+        raise UserError(f"--kd-alpha must lie in [0, 1], got {args.kd_alpha}")
+    for name in ("ktan_fm", "ktan_adv"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
     try:
         check_model_name(args.arch)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    needs_teacher, needs_paraphraser = METHODS[args.method]
-    if needs_teacher and not args.teacher:
-        raise UserError(f"--method {args.method} needs --teacher RUN_DIR")
-    if needs_paraphraser and not args.paraphraser:
-        raise UserError(f"--method {args.method} needs --paraphraser RUN_DIR (train_paraphraser.py)")
+    method = METHODS[args.method]
+    if method.teacher and not args.teacher:
+        raise UserError(f"--method {args.method} needs --teacher RUN_DIR (train_teacher.py)")
+    if not method.paraphraser:
+        used = [flag for flag, on in (("--paraphraser", args.paraphraser), ("--no-paraphraser", args.no_paraphraser),
+                                      ("--no-translator", args.no_translator),
+                                      ("--ft-groups all", args.ft_groups == "all")) if on]
+        if used:
+            raise UserError(f"{used[0]} applies to Factor Transfer only (--method {' or '.join(FT_METHODS)}), "
+                            f"not --method {args.method}")
+        return
+    if args.no_paraphraser and args.paraphraser:
+        raise UserError("--no-paraphraser matches the teacher's own feature map; drop --paraphraser")
+    if not args.no_paraphraser and not args.paraphraser:
+        raise UserError(f"--method {args.method} needs --paraphraser RUN_DIR (train_paraphraser.py), "
+                        f"or --no-paraphraser")
 
 
-def load_frozen(args: argparse.Namespace):
-    """Teacher and paraphraser, checked to belong together and to this dataset."""
-    teacher = paraphraser = para_ckpt = None
-    needs_teacher, needs_paraphraser = METHODS[args.method]
-    if needs_teacher:
-        teacher, teacher_ckpt = load_classifier(args.teacher)
-        check_same_data(teacher_ckpt, "teacher", args.dataset)
-    if needs_paraphraser:
-        paraphraser, para_ckpt = load_paraphraser(args.paraphraser)
-        check_same_data(para_ckpt, "paraphraser", args.dataset)
-        if para_ckpt["teacher"]["fingerprint"] != fingerprint(teacher):
-            raise UserError(f"--paraphraser {args.paraphraser} was trained on another teacher "
-                            f"({para_ckpt['teacher']['arch']}, weights differ from --teacher "
+def load_paraphrasers(args: argparse.Namespace, teacher) -> list:
+    """The paraphrasers of --paraphraser as (module, group), checked to belong to this
+    teacher and data, and to cover the groups --ft-groups asks for, sorted by group."""
+    n_t = len(teacher.group_channels)
+    teacher_fingerprint = fingerprint(teacher)
+    loaded = []
+    for path in args.paraphraser:
+        paraphraser, ckpt = load_paraphraser(path)
+        check_same_data(ckpt, "paraphraser", args.dataset)
+        if ckpt["teacher"]["fingerprint"] != teacher_fingerprint:
+            raise UserError(f"--paraphraser {path} was trained on another teacher "
+                            f"({ckpt['teacher']['arch']}, weights differ from --teacher "
                             f"{args.teacher}); train a paraphraser for this teacher")
-    return teacher, paraphraser, para_ckpt
+        if not -n_t <= ckpt["group"] < n_t:
+            raise UserError(f"--paraphraser {path} paraphrases group {ckpt['group']}, which this "
+                            f"teacher ({n_t} groups) does not have")
+        loaded.append((path, paraphraser, ckpt["group"]))
+    groups = [group % n_t for _, _, group in loaded]
+    if args.ft_groups == "last":
+        if len(loaded) != 1:
+            raise UserError(f"--ft-groups last takes one --paraphraser (the last group's), got "
+                            f"{len(loaded)}; pass --ft-groups all for one per group")
+        if groups[0] != n_t - 1:
+            raise UserError(f"--paraphraser {loaded[0][0]} paraphrases teacher group {loaded[0][2]}, "
+                            f"not the last; train one with --group -1, or pass --ft-groups all")
+    elif sorted(groups) != list(range(n_t)):
+        raise UserError(f"--ft-groups all needs one --paraphraser per teacher group 0..{n_t - 1}; "
+                        f"the ones given paraphrase groups {sorted(groups)} (train the others with "
+                        f"train_paraphraser.py --group G)")
+    return [(paraphraser, group) for _, paraphraser, group in sorted(loaded, key=lambda e: e[2] % n_t)]
 
 
 def main(args: argparse.Namespace) -> None:
     check_args(args)
-    teacher, paraphraser, para_ckpt = load_frozen(args)
+    method = METHODS[args.method]
+    teacher, teacher_ckpt, paraphrasers = None, None, []
+    if method.teacher:
+        teacher, teacher_ckpt = load_classifier(args.teacher)
+        check_same_data(teacher_ckpt, "teacher", args.dataset)
+    if method.paraphraser and not args.no_paraphraser:
+        paraphrasers = load_paraphrasers(args, teacher)
     device = resolve_device(args.device)
 
     # ---------------------------------------------------------------- run folder
@@ -95,50 +168,27 @@ def main(args: argparse.Namespace) -> None:
         raise UserError(f"--teacher has {teacher.num_classes} classes, the data {data.num_classes}; "
                         f"pass a teacher trained on this dataset")
 
-    # ---------------------------------------------------------------- networks
+    # ---------------------------------------------------------------- networks and loss
     torch.manual_seed(args.seed)
-    student = build_model(args.arch, data.num_classes).to(device)
-    trainable = {"model": student}
+    student = build_model(args.arch, data.num_classes)
+    kd = KD(T=args.kd_T, alpha=args.kd_alpha) if method.kd else None
+    frozen = Frozen(teacher, paraphrasers, sample=data.normalize(data.test_x[:1]).cpu())
+    task, method_info = method.build(args, student, frozen, kd)
+    task.to(device)
     info = {"arch": args.arch, "num_classes": data.num_classes, "dataset": args.dataset,
-            "method": args.method}
-    if args.method == "ce":
-        task = Classification(student)
-    else:
-        group = para_ckpt["group"]
-        bn = para_ckpt["paraphraser_config"]["bn"] if args.translator_bn is None else args.translator_bn
-        translator = Translator(student.group_channels[group], paraphraser.factor_channels, bn=bn,
-                                layers=paraphraser.config["layers"], kind=paraphraser.config["kind"])
-        check_factor_shapes(student, translator, teacher, paraphraser, group, data)
-        task = FactorTransfer(student, translator.to(device), teacher.to(device), paraphraser.to(device),
-                              beta=args.beta, p=args.p, group=group)
-        trainable["translator"] = translator
-        info["translator_config"] = translator.config
+            "method": args.method, **method_info}
+    if teacher is not None:
+        info["teacher"] = {"arch": teacher_ckpt["arch"], "fingerprint": fingerprint(teacher)}
 
     # ---------------------------------------------------------------- train
     stage = Stage(
-        kind="student", task=task, trainable=trainable, primary="test_error", info=info,
+        kind="student", task=task, trainable=task.trainable(), primary="test_error", info=info,
         evaluate=lambda: classification_metrics(student, data, args.eval_batch_size, args.amp,
                                                 args.channels_last),
     )
     result = fit(stage, data, run, args)
     run.close()
     print(json.dumps(result, indent=2, sort_keys=True))
-
-
-@torch.no_grad()
-def check_factor_shapes(student, translator, teacher, paraphraser, group, data) -> None:
-    """One image through both sides: the two factors must have the same shape."""
-    x = data.normalize(data.test_x[:1]).cpu()
-    modes = [m.training for m in (student, translator)]
-    student.eval(), translator.eval()
-    f_s = translator.cpu()(student.cpu()(x)[1][group])
-    f_t = paraphraser.cpu().encode(teacher.cpu()(x)[1][group])
-    student.train(modes[0]), translator.train(modes[1])
-    student.to(data.test_x.device)
-    if f_s.shape != f_t.shape:
-        raise UserError(f"student factor {tuple(f_s.shape[1:])} cannot match teacher factor "
-                        f"{tuple(f_t.shape[1:])}: the student's group output and the teacher's must "
-                        f"have the same height and width")
 
 
 if __name__ == "__main__":

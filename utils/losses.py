@@ -1,13 +1,19 @@
 """Loss functions, each a pure function with its paper's equation.
 
-`_s` / `_t`: student / teacher.
+`_s` / `_t`: student / teacher.  Every function returns the loss *before* its
+weight (beta, alpha, ...); the tasks in `utils.methods` apply the weights, so a
+loss part logged by the loop is exactly the term added to the objective.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 
+
+# --------------------------------------------------------------------- Factor Transfer
 
 def factor_transfer_loss(factor_s: torch.Tensor, factor_t: torch.Tensor, p: int = 1) -> torch.Tensor:
     """Factor Transfer loss (Kim et al. 2018, Eq. 3), before the weight beta.
@@ -29,8 +35,114 @@ def factor_transfer_loss(factor_s: torch.Tensor, factor_t: torch.Tensor, p: int 
 
 def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
     """Paraphraser loss (Eq. 1): mean |x - P(x)| (authors' code, default) or mean (x - P(x))^2."""
+    if reconstruction.shape != target.shape:
+        raise ValueError(f"reconstruction {tuple(reconstruction.shape)} and target "
+                         f"{tuple(target.shape)} differ in shape")
     if kind == "l1":
         return F.l1_loss(reconstruction, target)
     if kind == "l2":
         return F.mse_loss(reconstruction, target)
     raise ValueError(f"unknown reconstruction loss '{kind}', choose l1 or l2")
+
+
+def factor_l1_penalty(factor: torch.Tensor) -> torch.Tensor:
+    """RAE paraphraser (Kim et al. 2018, Table 1's "RAE" column), before lambda: mean |F_T|.
+
+    A sparsity penalty on the factor while the paraphraser is trained.
+    """
+    return factor.abs().mean()
+
+
+# --------------------------------------------------------------------- Hinton et al. KD
+
+def kd_loss(logits_s: torch.Tensor, logits_t: torch.Tensor, T: float = 4.0) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015, Sec. 2), before the weight alpha.
+
+        L_KD = T^2 * KL(p_t^T || p_s^T),   p^T = softmax(logits / T)
+
+    KL summed over classes and averaged over the batch.  The T^2 keeps the
+    gradient's scale independent of T; the full KD objective is
+    `(1 - alpha) * CE + alpha * L_KD`.
+    """
+    log_p_s = F.log_softmax(logits_s / T, dim=1)
+    log_p_t = F.log_softmax(logits_t / T, dim=1)
+    return T * T * F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+
+
+# --------------------------------------------------------------------- Zagoruyko & Komodakis
+
+def attention_map(x: torch.Tensor) -> torch.Tensor:
+    """Activation-based attention (Zagoruyko & Komodakis 2017, Eq. 2 with p = 2 and mean):
+
+        Q = vec( mean_c x_c^2 ) / || vec( mean_c x_c^2 ) ||_2       shape (B, H*W)
+    """
+    return F.normalize(x.pow(2).mean(dim=1).flatten(1), dim=1)
+
+
+def _check_pairs(feats_s: Sequence[torch.Tensor], feats_t: Sequence[torch.Tensor], what: str,
+                 dims: slice) -> None:
+    if len(feats_s) != len(feats_t):
+        raise ValueError(f"{what}: {len(feats_s)} student maps against {len(feats_t)} teacher maps")
+    for i, (f_s, f_t) in enumerate(zip(feats_s, feats_t)):
+        if f_s.shape[dims] != f_t.shape[dims]:
+            raise ValueError(f"{what}: pair {i} has student map {tuple(f_s.shape[1:])} and teacher "
+                             f"map {tuple(f_t.shape[1:])}")
+
+
+def attention_transfer_loss(feats_s: Sequence[torch.Tensor], feats_t: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Attention transfer (Zagoruyko & Komodakis 2017, Eq. 2), before the weight beta/2.
+
+        L_AT = sum_j mean( (Q_s^j - Q_t^j)^2 )
+
+    over the paired group outputs j (same height and width, any channel counts);
+    the mean is over batch and the H*W positions, as the authors' code
+    (`(at(x) - at(y)).pow(2).mean()`).  The objective adds `beta/2 * L_AT`.
+    """
+    _check_pairs(feats_s, feats_t, "attention transfer", slice(2, None))
+    return sum((attention_map(f_s) - attention_map(f_t)).pow(2).mean()
+               for f_s, f_t in zip(feats_s, feats_t))
+
+
+def activation_transfer_loss(feats_s: Sequence[torch.Tensor], feats_t: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Full activation transfer, F-ActT (Zagoruyko & Komodakis 2017, Sec. 4.1), before beta/2.
+
+        L = sum_j mean( (x_s^j/||x_s^j||_2 - x_t^j/||x_t^j||_2)^2 )
+
+    AT's loss on the whole activation maps (flattened C*H*W per sample,
+    L2-normalized) instead of their attention maps: only for pairs of equal shape.
+    """
+    _check_pairs(feats_s, feats_t, "activation transfer", slice(1, None))
+    return sum((F.normalize(f_s.flatten(1), dim=1) - F.normalize(f_t.flatten(1), dim=1)).pow(2).mean()
+               for f_s, f_t in zip(feats_s, feats_t))
+
+
+# --------------------------------------------------------------------- KTAN (Liu et al. 2018)
+
+def feature_matching_loss(map_s: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """KTAN's feature-map term (Liu et al. 2018, Sec. 3): mean (F_s - T2S(F_t))^2.
+
+    The student's map regressed onto the teacher's map after the Teacher-to-Student
+    layer; squared error averaged over all elements (our reading, see docs/ktan.md).
+    """
+    if map_s.shape != target.shape:
+        raise ValueError(f"student map {tuple(map_s.shape)} and adapted teacher map "
+                         f"{tuple(target.shape)} differ in shape")
+    return F.mse_loss(map_s, target)
+
+
+def adversarial_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    """KTAN's adversarial term for the student (the generator), non-saturating GAN form
+    (Goodfellow et al. 2014, Sec. 3):  -mean log D(F_s) = BCE(D(F_s), "teacher")."""
+    return F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
+
+
+def discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """KTAN's discriminator objective (Goodfellow et al. 2014, Eq. 1):
+
+        -1/2 [ mean log D(T2S(F_t)) + mean log(1 - D(F_s)) ]
+
+    teacher maps are "real" (label 1), student maps "fake" (label 0).
+    """
+    real = F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
+    fake = F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+    return 0.5 * (real + fake)

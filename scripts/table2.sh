@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Table 2, CIFAR-10, wide ResNets of equal width: student alone, AT, F-ActT, KD, AT+KD,
+# the teacher, and FT (k = 0.5).
+#     scripts/table2.sh ; python scripts/report.py runs --table 2
+source "$(dirname "$0")/lib.sh"
+
+D=$D10
+for s in $(seeds); do
+  for pair in wrn_16_1:wrn_40_1 wrn_16_2:wrn_40_2; do
+    S=${pair%:*} T=${pair#*:}
+    t=$D/teacher-$T-s$s p=$D/para-$T-k0.5-s$s
+    run $t                      train_teacher.py --arch $T $C10 $TEACHER_SCHEDULE --seed $s
+    run $p                      train_paraphraser.py --teacher $t --k 0.5 $C10 $PARA_SCHEDULE --seed $s
+    run $D/ce-$S-s$s            train_student.py --method ce --arch $S $C10 $STUDENT_SCHEDULE --seed $s
+    run $D/at-$S-from-$T-s$s    train_student.py --method at --arch $S --teacher $t $AT $C10 $STUDENT_SCHEDULE --seed $s
+    run $D/fact-$S-from-$T-s$s  train_student.py --method fact --arch $S --teacher $t $AT $C10 $STUDENT_SCHEDULE --seed $s
+    run $D/kd-$S-from-$T-s$s    train_student.py --method kd --arch $S --teacher $t $KD $C10 $STUDENT_SCHEDULE --seed $s
+    run $D/at+kd-$S-from-$T-s$s train_student.py --method at+kd --arch $S --teacher $t $AT $KD $C10 $STUDENT_SCHEDULE --seed $s
+    run $D/ft-$S-from-$T-k0.5-s$s train_student.py --method ft --arch $S --teacher $t --paraphraser $p $FT $C10 $STUDENT_SCHEDULE --seed $s
+  done
+done
+schedule

@@ -1,0 +1,159 @@
+"""The three stages end to end: run folders, resume, frozen parts, real data."""
+
+import json
+
+import pytest
+import torch
+
+import train_paraphraser
+import train_student
+import train_teacher
+from utils.methods import FactorTransfer
+from utils.run import RunDir
+
+
+def run(script, argv):
+    args = script.get_args_parser().parse_args(argv)
+    script.main(args)
+    return args
+
+
+def metrics(out):
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        line.pop("wall_time_s")
+    return lines
+
+
+def weights(out):
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    return {f"{m}.{k}": v for m, sd in ckpt["modules"].items() for k, v in sd.items()}
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory, tiny_folder):
+    """Teacher -> paraphraser -> FT student and the student alone, each a few iterations."""
+    root = tmp_path_factory.mktemp("runs")
+    common = ["--dataset", "folder", "--data-root", str(tiny_folder), "--iters", "4",
+              "--eval-every", "2", "--batch-size", "16", "--progress", "off"]
+    run(train_teacher, [*common, "--arch", "resnet20", "--out", str(root / "teacher")])
+    run(train_paraphraser, [*common, "--teacher", str(root / "teacher"), "--k", "0.5",
+                            "--out", str(root / "para")])
+    run(train_student, [*common, "--method", "ft", "--arch", "resnet20", "--teacher", str(root / "teacher"),
+                        "--paraphraser", str(root / "para"), "--out", str(root / "ft")])
+    run(train_student, [*common, "--method", "ce", "--arch", "resnet20", "--out", str(root / "ce")])
+    return root, common
+
+
+def test_run_folders_are_complete(stages):
+    root, _ = stages
+    for name in ("teacher", "para", "ft", "ce"):
+        out = root / name
+        final = json.loads((out / "final.json").read_text())
+        args = json.loads((out / "args.json").read_text())
+        assert args["args"]["out"] == str(out) and "git_commit" in args
+        assert final["iters"] == 4 and final["wall_time_s"] > 0
+        assert [m["iter"] for m in metrics(out)] == [2, 4]
+        assert list(out.glob("events.out.tfevents.*"))
+    ft = json.loads((root / "ft" / "final.json").read_text())
+    assert {"test_error_last", "test_error_best"} <= set(ft)
+    assert 0 <= ft["test_error_best"] <= ft["test_error_last"] <= 100
+    line = metrics(root / "ft")[-1]
+    assert {"loss_ce", "loss_ft", "lr", "test_error", "train_error"} <= set(line)
+    para = metrics(root / "para")[-1]
+    assert {"loss_recon", "recon_holdout", "recon_test"} <= set(para)
+
+
+def test_checkpoints_rebuild_without_outside_help(stages):
+    from models import build_model
+    from paraphraser import Paraphraser
+
+    root, _ = stages
+    ckpt = torch.load(root / "teacher" / "checkpoint.pt", weights_only=False)
+    model = build_model(ckpt["arch"], ckpt["num_classes"])
+    model.load_state_dict(ckpt["modules"]["model"])
+    para = torch.load(root / "para" / "checkpoint.pt", weights_only=False)
+    Paraphraser(**para["paraphraser_config"]).load_state_dict(para["modules"]["paraphraser"])
+    assert para["paraphraser_config"]["bn"] is True  # the paper's rule for CIFAR-10 data
+
+
+def test_finished_run_reports_and_does_not_retrain(stages, capsys):
+    root, common = stages
+    before = (root / "ce" / "checkpoint.pt").stat().st_mtime_ns
+    run(train_student, [*common, "--method", "ce", "--arch", "resnet20", "--out", str(root / "ce")])
+    assert (root / "ce" / "checkpoint.pt").stat().st_mtime_ns == before
+    assert "test_error_last" in capsys.readouterr().out
+
+
+def test_resume_equals_uninterrupted(stages, monkeypatch, tmp_path):
+    root, common = stages
+    argv = [*common, "--method", "ft", "--arch", "resnet20", "--teacher", str(root / "teacher"),
+            "--paraphraser", str(root / "para"), "--out", str(tmp_path / "resumed")]
+    original = RunDir.save_checkpoint
+
+    def save_then_die(self, state):
+        original(self, state)
+        if state["iteration"] == 2:
+            raise KeyboardInterrupt("simulated kill after the first checkpoint")
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(train_student, argv)
+    assert not (tmp_path / "resumed" / "final.json").exists()
+    monkeypatch.setattr(RunDir, "save_checkpoint", original)
+    run(train_student, argv)
+    assert metrics(tmp_path / "resumed") == metrics(root / "ft")
+    a, b = weights(tmp_path / "resumed"), weights(root / "ft")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_run_other_seed_differs(stages, tmp_path):
+    root, common = stages
+    argv = [*common, "--method", "ce", "--arch", "resnet20"]
+    run(train_student, [*argv, "--out", str(tmp_path / "again")])
+    run(train_student, [*argv, "--seed", "1", "--out", str(tmp_path / "seed1")])
+    assert metrics(tmp_path / "again") == metrics(root / "ce")
+    assert metrics(tmp_path / "seed1") != metrics(root / "ce")
+
+
+def test_frozen_parts_stay_frozen(stages):
+    from models import build_model
+    from translator import Translator
+    from utils.checkpoint import load_classifier, load_paraphraser
+
+    root, _ = stages
+    teacher, _ = load_classifier(root / "teacher")
+    paraphraser, _ = load_paraphraser(root / "para")
+    before = {k: v.clone() for k, v in {**teacher.state_dict(), **paraphraser.state_dict()}.items()}
+    student = build_model("resnet20", 10)
+    task = FactorTransfer(student, Translator(64, 32), teacher, paraphraser).train()
+    assert not teacher.training and not paraphraser.training and student.training
+    optimizer = torch.optim.SGD([p for m in task.trainable().values() for p in m.parameters()], lr=0.1)
+    _, losses = task(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))
+    sum(losses.values()).backward()
+    optimizer.step()
+    assert all(p.grad is None for p in [*teacher.parameters(), *paraphraser.parameters()])
+    assert all(p.grad is not None for p in task.trainable()["translator"].parameters())
+    after = {**teacher.state_dict(), **paraphraser.state_dict()}
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
+
+
+def test_real_cifar10_short_run_beats_chance(shared_cifar, tmp_path):
+    """A few hundred iterations on 2,000 real CIFAR-10 images: far above 10% accuracy."""
+    common = ["--dataset", "folder", "--data-root", str(shared_cifar), "--train-subset", "2000",
+              "--test-subset", "1000", "--batch-size", "64", "--progress", "off"]
+    run(train_teacher, [*common, "--arch", "resnet20", "--iters", "160", "--eval-every", "160",
+                        "--out", str(tmp_path / "teacher")])
+    run(train_paraphraser, [*common, "--teacher", str(tmp_path / "teacher"), "--iters", "20",
+                            "--eval-every", "20", "--out", str(tmp_path / "para")])
+    run(train_student, [*common, "--method", "ft", "--arch", "resnet20", "--teacher", str(tmp_path / "teacher"),
+                        "--paraphraser", str(tmp_path / "para"), "--iters", "100", "--eval-every", "100",
+                        "--out", str(tmp_path / "ft")])
+    teacher = json.loads((tmp_path / "teacher" / "final.json").read_text())
+    ft = json.loads((tmp_path / "ft" / "final.json").read_text())
+    para = metrics(tmp_path / "para")[-1]
+    print("teacher", teacher["test_error_last"], "ft", ft["test_error_last"], "recon", para["recon_holdout"])
+    assert teacher["test_error_last"] < 65, teacher
+    assert ft["test_error_last"] < 70, ft
+    assert para["recon_holdout"] < 0.5
