@@ -55,7 +55,6 @@ def main(args: argparse.Namespace) -> None:
         info={"arch": args.arch, "num_classes": data.num_classes, "dataset": args.dataset},
     )
     result = fit(stage, data, run, args)
-    run.close()
     print(json.dumps(result, indent=2, sort_keys=True))
 
 

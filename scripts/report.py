@@ -339,6 +339,10 @@ class Row:
     cells: list
     teacher_col: int | None = None   # for the teacher-vs-student-alone check
     student_col: int | None = None
+    name: str = ""                   # how notes name the row (default: its first two labels)
+
+    def __post_init__(self):
+        self.name = self.name or " / ".join(x for x in self.labels[:2] if x)
 
 
 @dataclass
@@ -422,7 +426,7 @@ def table4() -> Table:
     for layers in (1, 2, 3):
         layer_rows.append(Row([str(layers), f"{PAPER_T4_PARAMS[layers]:.2f}M", paraphraser_params(layers)], [
             Cell([student_id(d, s, "ft", t, k=0.5, layers=layers)], PAPER_T4[layers][i])
-            for i, d in enumerate(sets)]))
+            for i, d in enumerate(sets)], name=f"{layers}-layer paraphraser"))
     return Table("4", f"Table 4 — ablation, {pretty(s)} student, {pretty(t)} teacher, k=0.5", [
         Part("Paraphraser and translator", ["paraphraser", "translator"], ["CIFAR-10", "CIFAR-100"], rows),
         Part("Paraphraser depth", ["layers", "params (paper)", "encoder params (ours)"],
@@ -439,12 +443,12 @@ def table7() -> Table:
             Cell([student_id(d, "resnet20", "ce")], v[0]),
             Cell([student_id(d, "resnet20", "ft", t, k=k, p=1)], v[1]),
             Cell([student_id(d, "resnet20", "ft", t, k=k, p=2)], v[2]),
-            Cell([teacher_id(d, t)], None),
+            Cell([teacher_id(d, t)], PAPER_T1[("resnet20", t)][6] if d == "cifar10" else PAPER_T3[("resnet20", t)][6]),
         ], teacher_col=3, student_col=0))
     return Table("7", "Table 7 — L_FT with p = 1 vs p = 2, ResNet-20 student", [Part(
         "", ["dataset", "teacher", "k"], ["student alone", "FT p=1", "FT p=2", "teacher"], rows,
         note="k: the paper's best k of the sweep (its p = 1 figures equal the sweep's k1 on CIFAR-10 "
-             "and k5 on CIFAR-100).")])
+             "and k5 on CIFAR-100). The paper's teacher errors are those of Tables 1 and 3.")])
 
 
 def mmrazor() -> Table:
@@ -456,7 +460,7 @@ def mmrazor() -> Table:
         params, flops = network_cost(arch)
         rows.append(Row([label, params, flops], [
             Cell([ident], MMRAZOR[key][0], accuracy=True),
-            Cell([ident], MMRAZOR[key][1], top5=True, accuracy=True)]))
+            Cell([ident], MMRAZOR[key][1], top5=True, accuracy=True)], name=label))
     return Table("mmrazor", "MMRazor's setting — CIFAR-10, ResNet-50 teacher, ResNet-18 student", [Part(
         "", ["network", "Params (M)", "FLOPs (G)"], ["top-1", "top-5"], rows,
         note="Accuracy (%), higher is better (MMRazor publishes accuracy); the reference column is "
@@ -554,13 +558,11 @@ def describe_scale(section: Section) -> str:
     def iters(n):
         if n is None:
             return MISSING
-        return f"{n:,}" + (" (the paper's)" if n == FULL_ITERS else "")
-    para = sorted({(r.setting.get("paraphraser.iters"), r.setting.get("paraphraser.epochs"))
-                   for r in runs if "paraphraser.iters" in r.setting}, key=str)
-    para_text = ", ".join(f"{i:,} iters ({e:g} epochs)" if e is not None else f"{i:,} iters"
-                          for i, e in para) or MISSING
+        return f"{n:,} iterations" + (" (the paper's)" if n == FULL_ITERS else "")
+    para = sorted({r.setting["paraphraser.iters"] for r in runs if "paraphraser.iters" in r.setting})
     datasets = sorted({r.args.get("dataset") for r in runs})
-    return (f"students {iters(it)} iterations · teachers {iters(tit)} · paraphrasers {para_text} · "
+    return (f"students {iters(it)} · teachers {iters(tit)} · paraphrasers "
+            f"{', '.join(f'{i:,}' for i in para) or MISSING} iterations · "
             f"train subset {train if train is not None else 'all'} · test subset "
             f"{test if test is not None else 'all'} · data {', '.join(datasets) or MISSING}")
 
@@ -572,7 +574,7 @@ def scale_warnings(part: Part, filled_rows: list) -> list[str]:
             continue
         t, s = cells[row.teacher_col].value, cells[row.student_col].value
         if isinstance(t, Agg) and isinstance(s, Agg) and t.mean >= s.mean:
-            out.append(f"{' / '.join(x for x in row.labels if x)}: the teacher ({t.mean:.2f}) is no "
+            out.append(f"{row.name}: the teacher ({t.mean:.2f}) is no "
                        f"better than the student alone ({s.mean:.2f}); transfer results at this scale "
                        f"say little about the paper's claim (SPEC, reduced-scale runs).")
     return out
@@ -610,7 +612,7 @@ def render_markdown(table: Table, sections: list[Section], results: dict, best: 
             conflicts = [(row, h, c.value) for row, cells in zip(part.rows, filled_rows)
                          for h, c in zip(part.headers, cells) if isinstance(c.value, Conflict)]
             for row, h, c in conflicts:
-                lines.append(f"- conflict in {' / '.join(x for x in row.labels if x)}, {h}: runs "
+                lines.append(f"- conflict in {row.name}, {h}: runs "
                              f"differ in {c.describe()}; use one setting per run folder tree.")
             warns = scale_warnings(part, filled_rows) if section is not None else []
             lines += [f"- ⚠ {w}" for w in warns]
@@ -629,7 +631,7 @@ def records(table: Table, sections: list[Section], results: dict, best: bool) ->
                     out.append({
                         "table": table.key, "part": part.title or "main",
                         "scale": describe_scale(section) if section else None,
-                        "row": " / ".join(x for x in row.labels if x), "column": header,
+                        "row": row.name, "column": header,
                         "metric": ("best" if best else "last") + (" " + table.unit),
                         "status": "ok" if isinstance(v, Agg) else "conflict" if v else "missing",
                         "ours_mean": v.mean if isinstance(v, Agg) else None,
@@ -673,7 +675,7 @@ def plot(table: Table, sections: list[Section], results: dict, out: Path) -> lis
                         ax.plot(xs, ys, label=header, marker="." if len(xs) < 30 else None)
                 ax.set_xlabel("iteration")
                 ax.set_ylabel("test error (%)")
-                ax.set_title(f"Table {table.key}: {' / '.join(x for x in row.labels if x)}", fontsize=9)
+                ax.set_title(f"Table {table.key}: {row.name}", fontsize=9)
                 ax.legend(fontsize=7)
                 name = out / f"table{table.key}-s{si + 1}-p{pi + 1}-r{ri + 1}-curves.png"
                 fig.tight_layout()
@@ -691,7 +693,7 @@ def plot(table: Table, sections: list[Section], results: dict, out: Path) -> lis
                     ax.plot(*zip(*paper), marker="s", linestyle="--", label="paper")
                     ax.set_xlabel("paraphrase rate k")
                     ax.set_ylabel("test error (%)")
-                    ax.set_title(f"Table {table.key}: {' / '.join(row.labels)}", fontsize=9)
+                    ax.set_title(f"Table {table.key}: {row.name}", fontsize=9)
                     ax.legend(fontsize=7)
                     name = out / f"table{table.key}-s{si + 1}-r{ri + 1}-k.png"
                     fig.tight_layout()

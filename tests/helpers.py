@@ -8,7 +8,7 @@ Use the fixtures by importing them into a test module (they build on
 
     def test_something(tiny_runs):
         teacher = tiny_runs.teacher
-        para = tiny_runs.paraphraser(kind="cae")
+        para = tiny_runs.paraphraser("--kind", "cae")
 """
 
 from __future__ import annotations
@@ -95,14 +95,11 @@ class TinyRuns:
             run(train_teacher, [*self.args(out), "--arch", "resnet20"])
         return out
 
-    def paraphraser(self, **options) -> Path:
-        """A paraphraser run for the teacher; options are train_paraphraser.py flags
-        (k=1, kind="cae", layers=2, group=0, ...)."""
-        flags = []
-        for key, value in sorted(options.items()):
-            flags += [f"--{key.replace('_', '-')}", str(value)]
-        name = "para" + "".join(f"-{k}{v}" for k, v in sorted(options.items()))
-        out = self.root / name
+    def paraphraser(self, *flags) -> Path:
+        """A paraphraser run for the teacher, trained with train_paraphraser.py `flags`
+        (e.g. "--kind", "cae" or "--group", 0); the same flags give the same run."""
+        flags = [str(f) for f in flags]
+        out = self.root / ("para" + "".join(f.replace("--", "_") for f in flags))
         if not (out / "final.json").exists():
             run(train_paraphraser, [*self.args(out, iters=2), "--teacher", str(self.teacher), *flags])
         return out

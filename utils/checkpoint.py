@@ -60,15 +60,23 @@ def freeze(module: nn.Module) -> nn.Module:
 def load_classifier(path: str | Path, what: str = "teacher") -> tuple[nn.Module, dict]:
     """A trained classifier (teacher or student run), frozen, and its checkpoint."""
     ckpt = read_checkpoint(path, what, ("teacher", "student"))
-    model = build_model(ckpt["arch"], ckpt["num_classes"])
-    model.load_state_dict(ckpt["modules"]["model"])
+    try:
+        model = build_model(ckpt["arch"], ckpt["num_classes"])
+        model.load_state_dict(ckpt["modules"]["model"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise UserError(f"--{what} {path}: its weights do not fit its recorded network "
+                        f"({type(exc).__name__}); the checkpoint is damaged, re-train it") from None
     return freeze(model), ckpt
 
 
 def load_paraphraser(path: str | Path) -> tuple[Paraphraser, dict]:
     ckpt = read_checkpoint(path, "paraphraser", ("paraphraser",))
-    model = Paraphraser(**ckpt["paraphraser_config"])
-    model.load_state_dict(ckpt["modules"]["paraphraser"])
+    try:
+        model = Paraphraser(**ckpt["paraphraser_config"])
+        model.load_state_dict(ckpt["modules"]["paraphraser"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise UserError(f"--paraphraser {path}: its weights do not fit its recorded configuration "
+                        f"({type(exc).__name__}); the checkpoint is damaged, re-train it") from None
     return freeze(model), ckpt
 
 

@@ -75,7 +75,8 @@ def check_schedule(args: argparse.Namespace) -> None:
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.milestones is None:
-        args.milestones = [round(args.iters * f) for f in args.milestone_fractions]
+        derived = {round(args.iters * f) for f in args.milestone_fractions}
+        args.milestones = sorted(m for m in derived if 0 < m < args.iters)
     ms = args.milestones
     if ms != sorted(set(ms)):
         raise UserError(f"--milestones must be strictly increasing, got {ms}")
@@ -85,9 +86,14 @@ def check_schedule(args: argparse.Namespace) -> None:
 
 def run_main(main, parser: argparse.ArgumentParser, argv: list[str] | None = None) -> None:
     """Parse, run, and turn a UserError into a one-line message and exit status 2."""
+    from utils.train import Interrupted
+
     args = parser.parse_args(argv)
     try:
         main(args)
     except UserError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        sys.exit(128 + exc.signum)

@@ -62,11 +62,26 @@ def atomic_write_json(obj, path: Path) -> None:
 
 
 class RunDir:
-    """Owns one output folder for the lifetime of a training process."""
+    """Owns one output folder for the lifetime of a training process.
+
+    Creating it only reads (is the folder finished? does it hold other arguments?
+    is it writable?), so a command that fails before training writes nothing;
+    `start()` creates the folder, takes its lock and records the arguments.
+    """
 
     def __init__(self, out: str | os.PathLike, args: dict, force: bool = False):
         self.path = Path(out)
         self.args = args
+        self.force = force
+        self._lock_fh = None
+        existing = self.path if self.path.exists() else next(p for p in self.path.parents if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write to --out {self.path} ({existing} is not a writable folder); "
+                            f"choose a writable folder")
+        if not force:
+            self._check_args()
+
+    def start(self) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock_fh = open(self.path / LOCK, "a+")
@@ -75,38 +90,41 @@ class RunDir:
         try:
             fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            self._lock_fh.close()
+            self._lock_fh = None
             raise UserError(f"{self.path} is in use by another training process; wait for it or "
                             f"choose another --out") from None
-        self._check_args(force)
+        if self.force:
+            for child in self.path.iterdir():
+                if child.name != LOCK:
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        else:
+            self._check_args()
+        if not (self.path / ARGS).exists():
+            atomic_write_json({"args": self.args, "git_commit": git_commit(),
+                               "torch": torch.__version__}, self.path / ARGS)
 
     # -- arguments ----------------------------------------------------------------
-    def _check_args(self, force: bool) -> None:
+    def _check_args(self) -> None:
         saved_path = self.path / ARGS
-        if saved_path.exists() and not force:
-            try:
-                saved = json.loads(saved_path.read_text())["args"]
-            except (ValueError, KeyError):
-                raise UserError(f"{saved_path} is unreadable; pass --force to start this run afresh") from None
-            keys = (set(saved) | set(self.args)) - RESUME_FREE_ARGS
-            differ = sorted(k for k in keys if saved.get(k) != self.args.get(k))
-            if differ:
-                listing = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} -> {self.args.get(k)!r}"
-                                    for k in differ)
-                raise UserError(f"{self.path} holds a run with different arguments ({listing}); "
-                                f"use another --out, or --force to overwrite it")
-        elif force:
-            for child in self.path.iterdir():
-                if child.name == LOCK:
-                    continue
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
         if not saved_path.exists():
-            atomic_write_json({"args": self.args, "git_commit": git_commit(),
-                               "torch": torch.__version__}, saved_path)
+            return
+        try:
+            saved = json.loads(saved_path.read_text())["args"]
+        except (ValueError, KeyError):
+            raise UserError(f"{saved_path} is unreadable; pass --force to start this run afresh") from None
+        keys = (set(saved) | set(self.args)) - RESUME_FREE_ARGS
+        differ = sorted(k for k in keys if saved.get(k) != self.args.get(k))
+        if differ:
+            listing = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} -> {self.args.get(k)!r}"
+                                for k in differ)
+            raise UserError(f"{self.path} holds a run with different arguments ({listing}); "
+                            f"use another --out, or --force to overwrite it")
 
     # -- state ----------------------------------------------------------------------
     @property
     def finished(self) -> bool:
-        return (self.path / FINAL).exists()
+        return not self.force and (self.path / FINAL).exists()
 
     def read_final(self) -> dict:
         return json.loads((self.path / FINAL).read_text())
@@ -151,5 +169,7 @@ class RunDir:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
 
     def close(self) -> None:
-        fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
-        self._lock_fh.close()
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None

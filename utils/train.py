@@ -36,6 +36,10 @@ class TrainingDiverged(UserError):
 class Interrupted(Exception):
     """SIGTERM/SIGINT arrived; a checkpoint was saved."""
 
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -155,6 +159,14 @@ def _progress(args, total: int, initial: int):
 
 def fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
     """Train `stage` on `data` with the SGD schedule in `args`; return final.json's dict."""
+    run.start()
+    try:
+        return _fit(stage, data, run, args)
+    finally:
+        run.close()
+
+
+def _fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
     device = data.train_x.device
     params = [p for m in stage.trainable.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.wd)
@@ -251,7 +263,8 @@ def fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
                         _read_window(window, done)  # never checkpoint a diverged state
                     save(done)
                     raise Interrupted(f"stopped by signal {stop.signum} at iteration {done}; "
-                                      f"checkpoint saved, re-run the same command to resume")
+                                      f"checkpoint saved, re-run the same command to resume",
+                                      stop.signum)
     finally:
         bar.close()
         writer.close()
@@ -300,14 +313,14 @@ def _summary_line(record: dict, iters: int) -> str:
 
 
 def open_run(args) -> RunDir | None:
-    """Take the run folder; on a finished run print its result and return None."""
+    """Check the run folder (nothing is written until `fit` starts); on a finished run
+    print its result and return None."""
     import json
 
     run = RunDir(args.out, vars(args), args.force)
     if run.finished:
         print(f"{run.path} is finished; its result:", file=sys.stderr)
         print(json.dumps(run.read_final(), indent=2, sort_keys=True))
-        run.close()
         return None
     return run
 

@@ -1,0 +1,322 @@
+"""Every transfer method and paraphraser variant: built, frozen parts frozen, trained end
+to end through the real scripts, resumed exactly, and refused clearly when shapes
+cannot match; Table 4's parameter counts; a short run on real CIFAR-10."""
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import (checkpoint, final, interrupt_at, metrics, run, run_cli, tiny_runs,  # noqa: F401
+                     train_paraphraser, train_student, train_teacher)
+from models import build_model
+from paraphraser import Paraphraser
+from translator import Translator
+from utils.errors import UserError
+from utils.methods import (KD, METHODS, FeatureDiscriminator, Frozen, pair_groups, probe_features,
+                           student_group_for)
+from utils.train import Interrupted
+
+# The loss parts each method logs (metrics.jsonl "loss_<part>").
+LOSS_PARTS = {
+    "ce": {"ce"}, "kd": {"ce", "kd"}, "at": {"ce", "at"}, "fact": {"ce", "fact"}, "ft": {"ce", "ft"},
+    "at+kd": {"ce", "kd", "at"}, "ft+kd": {"ce", "kd", "ft"}, "ktan": {"ce", "kd", "fm", "adv", "disc"},
+}
+
+
+def student_args(method: str, *extra: str):
+    return train_student.get_args_parser().parse_args(
+        ["--method", method, "--out", "unused", "--teacher", "unused", *extra])
+
+
+# ---------------------------------------------------------------- Table 4 / shapes
+
+def test_table4_parameter_counts():
+    """Table 4 (WRN-40-2 teacher, C = 128, k = 0.5): 0.07M, 0.22M, 0.26M for 1, 2, 3 layers.
+
+    Our paraphraser's *encoder* has exactly those counts (73,792 / 221,376 / 258,304
+    without BN; BN adds 2 per channel); encoder + decoder is about twice as much
+    (0.15M / 0.44M / 0.52M), so the paper counts the half that makes the factor.
+    """
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    paper = {1: 0.07, 2: 0.22, 3: 0.26}
+    expected_encoder = {(1, False): 73_792, (2, False): 221_376, (3, False): 258_304,
+                        (1, True): 73_920, (2, True): 221_760, (3, True): 258_816}
+    expected_total = {(1, False): 147_648, (2, False): 442_816, (3, False): 516_672,
+                      (1, True): 148_032, (2, True): 443_712, (3, True): 517_824}
+    for (layers, bn), n in expected_encoder.items():
+        p = Paraphraser(128, k=0.5, bn=bn, layers=layers)
+        assert count(p.encoder) == n
+        assert count(p) == expected_total[(layers, bn)]
+        assert round(n / 1e6, 2) == paper[layers]                      # the paper's figure
+        assert abs(count(p) / 1e6 - 2 * paper[layers]) < 0.1 * 2 * paper[layers]  # not the total's
+
+
+def test_cae_factor_and_translator_shapes():
+    """CAE: three stride-2 convs take 64x8x8 to 512x1x1; the translator uses the same strides."""
+    p = Paraphraser(64, kind="cae", bn=True)
+    x = torch.rand(2, 64, 8, 8)
+    assert p.encode(x).shape == (2, 512, 1, 1)
+    assert p(x).shape == x.shape
+    t = Translator(16, p.factor_channels, kind="cae", layers=3)
+    assert t(torch.rand(2, 16, 8, 8)).shape == (2, 512, 1, 1)
+    assert Translator(16, 128, kind="cae", layers=2)(torch.rand(2, 16, 8, 8)).shape == (2, 128, 2, 2)
+
+
+def test_student_group_for_vgg13_under_wrn():
+    """Table 1's VGG-13 (blocks 32, 16, 8, 4, 2 px) under a WRN (last group 8x8): block 2."""
+    x = torch.rand(1, 3, 32, 32)
+    shapes_s = [f.shape[1:] for f in probe_features(build_model("vgg13", 10), x)]
+    shapes_t = [f.shape[1:] for f in probe_features(build_model("wrn_16_1", 10), x)]
+    assert [s[-1] for s in shapes_s] == [32, 16, 8, 4, 2]
+    assert student_group_for(shapes_s, -1, shapes_t[-1][-2:]) == 2
+    assert student_group_for(shapes_s, 1, shapes_t[1][-2:]) == 1      # sizes agree: kept
+    assert pair_groups(shapes_s, shapes_t, "AT") == [(0, 0), (1, 1), (2, 2)]
+    with pytest.raises(UserError, match="no student group"):
+        student_group_for(shapes_s, -1, (7, 7))
+
+
+def test_pair_groups_in_order_needs_equal_sizes():
+    assert pair_groups([(16, 32, 32), (32, 16, 16)], [(64, 32, 32), (128, 16, 16)], "AT") == [(0, 0), (1, 1)]
+    with pytest.raises(UserError, match="group 1 of the student"):
+        pair_groups([(16, 32, 32), (32, 8, 8)], [(64, 32, 32), (128, 16, 16)], "AT")
+
+
+# ---------------------------------------------------------------- tasks built by the registry
+
+def _build(method, *extra, student="resnet20", teacher="resnet20", paraphrasers=()):
+    torch.manual_seed(0)
+    args = student_args(method, *extra)
+    frozen = Frozen(build_model(teacher, 10).eval().requires_grad_(False), list(paraphrasers),
+                    torch.randn(1, 3, 32, 32))
+    kd = KD(args.kd_T, args.kd_alpha) if METHODS[method].kd else None
+    return METHODS[method].build(args, build_model(student, 10), frozen, kd)[0]
+
+
+def _frozen_paraphraser(channels=64, **kw):
+    return Paraphraser(channels, **kw).eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "ce"])
+def test_frozen_parts_get_no_gradient_and_stay_in_eval(method):
+    paraphrasers = [(_frozen_paraphraser(), -1)] if METHODS[method].paraphraser else []
+    task = _build(method, paraphrasers=paraphrasers).train()
+    frozen = [task.teacher] + ([task.paraphraser] if METHODS[method].paraphraser else [])
+    assert all(not m.training for f in frozen for m in f.modules())
+    assert task.student.training
+    before = {k: v.clone() for f in frozen for k, v in f.state_dict().items()}
+    _, losses = task(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))
+    assert set(losses) == LOSS_PARTS[method] - {"disc"}
+    sum(losses.values()).backward()
+    assert all(p.grad is None for f in frozen for p in f.parameters())
+    trainable = task.trainable()
+    assert "model" in trainable and "teacher" not in trainable and "paraphraser" not in trainable
+    for name, module in trainable.items():
+        assert all(p.grad is not None for p in module.parameters()), name
+    after = {k: v for f in frozen for k, v in f.state_dict().items()}
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics included
+    if method == "ktan":
+        # the discriminator: not in the main optimizer, no gradient from the student's loss,
+        # updated by its own step
+        assert "discriminator" not in trainable and set(trainable) == {"model", "t2s"}
+        assert all(p.grad is None for p in task.discriminator.parameters())
+        d_before = [p.clone() for p in task.discriminator.parameters()]
+        assert set(task.auxiliary_step()) == {"disc"}
+        assert any(not torch.equal(a, b) for a, b in zip(d_before, task.discriminator.parameters()))
+        assert task.auxiliary_step() == {}  # nothing stashed: no second update
+
+
+def test_ft_on_every_group_has_a_translator_per_group():
+    paraphrasers = [(_frozen_paraphraser(c), g) for c, g in ((16, 0), (32, 1), (64, -1))]
+    task = _build("ft", "--ft-groups", "all", paraphrasers=paraphrasers)
+    assert isinstance(task.translator, nn.ModuleList) and len(task.translator) == 3
+    _, losses = task(torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,)))
+    assert set(losses) == {"ce", "ft_g0", "ft_g1", "ft_g2"}
+
+
+def test_vgg13_student_uses_the_8x8_block_for_ft_and_ktan(capsys):
+    task = _build("ft", student="vgg13", teacher="wrn_16_1", paraphrasers=[(_frozen_paraphraser(), -1)])
+    assert task.student_groups == [2] and task.groups == [2]
+    assert "student group 2" in capsys.readouterr().err
+    assert task.translator.config["student_channels"] == 256
+    ktan = _build("ktan", student="vgg13", teacher="wrn_16_1")
+    assert ktan.student_group == 2 and ktan.t2s.config == dict(teacher_channels=64, student_channels=256)
+
+
+def test_ktan_discriminator_shape():
+    assert FeatureDiscriminator(64)(torch.rand(3, 64, 8, 8)).shape == (3, 1)
+    assert FeatureDiscriminator(512)(torch.rand(3, 512, 2, 2)).shape == (3, 1)
+
+
+# ---------------------------------------------------------------- end to end, tiny data
+
+def _student(tiny_runs, out, method, *extra, iters=4):
+    argv = [*tiny_runs.args(out, iters=iters), "--method", method, "--arch", "resnet20", *extra]
+    if METHODS[method].teacher:
+        argv += ["--teacher", tiny_runs.teacher]
+    return run(train_student, argv)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_trains_end_to_end(method, tiny_runs, tmp_path):
+    extra = ["--paraphraser", tiny_runs.paraphraser()] if METHODS[method].paraphraser else []
+    _student(tiny_runs, tmp_path, method, *extra)
+    lines = metrics(tmp_path)
+    assert [m["iter"] for m in lines] == [2, 4]
+    parts = {k.removeprefix("loss_") for k in lines[-1] if k.startswith("loss_")}
+    assert parts == LOSS_PARTS[method]
+    ckpt = checkpoint(tmp_path)
+    assert {"arch", "num_classes", "dataset", "method"} <= set(ckpt)
+    assert ckpt["method"] == method
+    expected_modules = {"model"} | ({"translator"} if METHODS[method].paraphraser else set()) \
+        | ({"t2s"} if method == "ktan" else set())
+    assert set(ckpt["modules"]) == expected_modules
+    assert (ckpt["auxiliary"] is not None) == (method == "ktan")
+    if METHODS[method].paraphraser:
+        assert ckpt["translator_config"] == dict(student_channels=64, factor_channels=32, bn=True,
+                                                 layers=3, kind="conv")
+    assert 0 <= final(tmp_path)["test_error_last"] <= 100
+
+
+@pytest.mark.parametrize("flags", [["--kind", "cae"], ["--kind", "rae"], ["--layers", "1"], ["--layers", "2"],
+                                   ["--no-bn"]], ids=["cae", "rae", "layers1", "layers2", "no-bn"])
+def test_paraphraser_variants_and_their_students(flags, tiny_runs, tmp_path):
+    """Each paraphraser kind trains, and the student builds the matching translator."""
+    para = tiny_runs.paraphraser(*flags)
+    para_ckpt = checkpoint(para)
+    config = para_ckpt["paraphraser_config"]
+    if flags[-1] == "rae":
+        assert config["k"] == 2.0 and para_ckpt["paraphraser_kind"] == "rae"
+        assert metrics(para)[-1]["loss_factor_l1"] > 0
+    _student(tiny_runs, tmp_path, "ft", "--paraphraser", para)
+    translator = checkpoint(tmp_path)["translator_config"]
+    assert (translator["layers"], translator["kind"], translator["bn"]) == \
+        (config["layers"], config["kind"], config["bn"])
+    assert translator["factor_channels"] == {"cae": 512, "rae": 128}.get(flags[-1], 32)
+
+
+def test_p2_trains_and_differs_from_p1(tiny_runs, tmp_path):
+    para = tiny_runs.paraphraser()
+    _student(tiny_runs, tmp_path / "p1", "ft", "--paraphraser", para)
+    _student(tiny_runs, tmp_path / "p2", "ft", "--paraphraser", para, "--p", "2")
+    ft1, ft2 = metrics(tmp_path / "p1")[0]["loss_ft"], metrics(tmp_path / "p2")[0]["loss_ft"]
+    assert 0 < ft2 < ft1  # normalized factors: |d|^2 < |d| elementwise
+
+
+def test_no_paraphraser_matches_the_teacher_map(tiny_runs, tmp_path):
+    _student(tiny_runs, tmp_path, "ft", "--no-paraphraser")
+    ckpt = checkpoint(tmp_path)
+    assert ckpt["translator_config"]["factor_channels"] == 64  # C_t
+    assert "loss_ft" in metrics(tmp_path)[-1]
+
+
+def test_no_translator_needs_k_equal_cs_over_ct(tiny_runs, tmp_path, capsys):
+    _student(tiny_runs, tmp_path / "ok", "ft", "--no-translator", "--paraphraser", tiny_runs.paraphraser("--k", 1))
+    assert set(checkpoint(tmp_path / "ok")["modules"]) == {"model"}
+    argv = [*tiny_runs.args(tmp_path / "bad"), "--method", "ft", "--teacher", tiny_runs.teacher,
+            "--no-translator", "--paraphraser", tiny_runs.paraphraser()]
+    code, err = run_cli(train_student, argv, capsys)
+    assert code == 2 and "--k 1 (k = C_s / C_t)" in err and len(err.strip().splitlines()) == 1
+    code, err = run_cli(train_student, [*argv[:-1], tiny_runs.paraphraser("--kind", "cae")], capsys)
+    assert code == 2 and "height and width differ" in err
+
+
+def test_ft_on_every_group_end_to_end(tiny_runs, tmp_path, capsys):
+    paras = [tiny_runs.paraphraser("--group", 0), tiny_runs.paraphraser("--group", 1), tiny_runs.paraphraser()]
+    _student(tiny_runs, tmp_path / "all", "ft", "--ft-groups", "all", "--paraphraser", *paras[::-1])
+    ckpt = checkpoint(tmp_path / "all")
+    assert ckpt["groups"] == [[0, 0], [1, 1], [2, 2]]
+    assert [c["student_channels"] for c in ckpt["translator_config"]] == [16, 32, 64]
+    assert {"loss_ft_g0", "loss_ft_g1", "loss_ft_g2"} <= set(metrics(tmp_path / "all")[-1])
+    base = [*tiny_runs.args(tmp_path / "bad"), "--method", "ft", "--teacher", tiny_runs.teacher]
+    code, err = run_cli(train_student, [*base, "--ft-groups", "all", "--paraphraser", *paras[:2]], capsys)
+    assert code == 2 and "one --paraphraser per teacher group" in err
+    code, err = run_cli(train_student, [*base, "--paraphraser", paras[0]], capsys)
+    assert code == 2 and "not the last" in err
+    code, err = run_cli(train_student, [*base, "--paraphraser", *paras], capsys)
+    assert code == 2 and "--ft-groups last takes one" in err
+
+
+def test_paraphraser_of_another_teacher_is_refused(tiny_runs, tmp_path, capsys):
+    other = tmp_path / "other-teacher"
+    run(train_teacher, [*tiny_runs.args(other), "--arch", "resnet20", "--seed", "1"])
+    argv = [*tiny_runs.args(tmp_path / "bad"), "--method", "ft", "--teacher", other,
+            "--paraphraser", tiny_runs.paraphraser()]
+    code, err = run_cli(train_student, argv, capsys)
+    assert code == 2 and "trained on another teacher" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "kd"], "needs --teacher"),
+    (["--method", "ft", "--teacher", "T"], "needs --paraphraser"),
+    (["--method", "at", "--teacher", "T", "--no-translator"], "applies to Factor Transfer only"),
+    (["--method", "kd", "--teacher", "T", "--paraphraser", "P"], "applies to Factor Transfer only"),
+    (["--method", "ft", "--teacher", "T", "--paraphraser", "P", "--no-paraphraser"], "drop --paraphraser"),
+    (["--method", "kd", "--teacher", "T", "--kd-alpha", "1.5"], "--kd-alpha must lie in [0, 1]"),
+    (["--method", "ktan", "--teacher", "T", "--ktan-adv", "-1"], "--ktan-adv must not be negative"),
+], ids=["kd-no-teacher", "ft-no-paraphraser", "at-no-translator", "kd-paraphraser", "both",
+        "alpha", "ktan-weight"])
+def test_argument_errors(argv, message, tmp_path, capsys):
+    code, err = run_cli(train_student, [*argv, "--out", tmp_path, "--iters", "4"], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_fact_needs_equal_widths(tiny_runs, tmp_path, capsys):
+    argv = [*tiny_runs.args(tmp_path), "--method", "fact", "--arch", "wrn_16_2", "--teacher", tiny_runs.teacher]
+    code, err = run_cli(train_student, argv, capsys)
+    assert code == 2 and "F-ActT (--method fact) needs student and teacher groups of equal width" in err
+
+
+def test_paraphraser_script_errors(tiny_runs, tmp_path, capsys):
+    code, err = run_cli(train_paraphraser, [*tiny_runs.args(tmp_path), "--teacher", tiny_runs.teacher,
+                                            "--group", "3"], capsys)
+    assert code == 2 and "has groups 0..2" in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- resume
+
+@pytest.mark.parametrize("method", ["ktan", "ft+kd"])
+def test_resume_is_exact(method, tiny_runs, tmp_path, monkeypatch):
+    """N iterations in one go == N/2, killed, then the same command again (CPU)."""
+    extra = ["--paraphraser", tiny_runs.paraphraser()] if METHODS[method].paraphraser else []
+    _student(tiny_runs, tmp_path / "whole", method, *extra, iters=6)
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 2)  # stops after 3 iterations, between evaluations
+        with pytest.raises(Interrupted):
+            _student(tiny_runs, tmp_path / "resumed", method, *extra, iters=6)
+    assert checkpoint(tmp_path / "resumed")["iteration"] == 3
+    _student(tiny_runs, tmp_path / "resumed", method, *extra, iters=6)
+    assert metrics(tmp_path / "resumed") == metrics(tmp_path / "whole")
+    a, b = checkpoint(tmp_path / "whole"), checkpoint(tmp_path / "resumed")
+    for name in a["modules"]:
+        assert all(torch.equal(v, b["modules"][name][k]) for k, v in a["modules"][name].items()), name
+    if method == "ktan":
+        for k, v in a["auxiliary"]["discriminator"].items():
+            assert torch.equal(v, b["auxiliary"]["discriminator"][k]), k
+        adam_a, adam_b = a["auxiliary"]["optimizer"]["state"], b["auxiliary"]["optimizer"]["state"]
+        assert adam_a.keys() == adam_b.keys()
+        assert all(torch.equal(adam_a[i]["exp_avg"], adam_b[i]["exp_avg"]) for i in adam_a)
+
+
+# ---------------------------------------------------------------- real data
+
+@pytest.mark.slow
+def test_real_cifar10_kd_at_ft_beat_chance(shared_cifar, tmp_path):
+    """KD, AT and FT students, ~100 iterations each on 2,000 real CIFAR-10 images, from a
+    ResNet-20 teacher trained 150: each far above chance (90% error)."""
+    common = ["--dataset", "folder", "--data-root", shared_cifar, "--train-subset", "2000",
+              "--test-subset", "500", "--batch-size", "64", "--progress", "off"]
+    teacher, para = tmp_path / "teacher", tmp_path / "para"
+    run(train_teacher, [*common, "--arch", "resnet20", "--iters", "150", "--eval-every", "150",
+                        "--out", teacher])
+    run(train_paraphraser, [*common, "--teacher", teacher, "--iters", "20", "--eval-every", "20",
+                            "--out", para])
+    errors = {"teacher": final(teacher)["test_error_last"]}
+    for method, extra in (("kd", []), ("at", []), ("ft", ["--paraphraser", para])):
+        out = tmp_path / method
+        run(train_student, [*common, "--method", method, "--arch", "resnet20", "--teacher", teacher, *extra,
+                            "--iters", "100", "--eval-every", "100", "--out", out])
+        errors[method] = final(out)["test_error_last"]
+    print("real CIFAR-10 test errors (%):", errors)
+    assert all(e < 75 for e in errors.values()), errors

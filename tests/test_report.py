@@ -1,0 +1,247 @@
+"""scripts/report.py on synthetic run folders: cells from arguments, means and stds over
+seeds, the paper's layout, missing cells, conflicts, scales, --best and the outputs."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("report", REPO / "scripts" / "report.py")
+report = importlib.util.module_from_spec(spec)
+sys.modules["report"] = report  # dataclasses look their module up there
+spec.loader.exec_module(report)
+
+COMMON = {"dataset": "cifar10", "data_root": "./data", "norm": None, "train_subset": None, "test_subset": None,
+          "lr": 0.1, "momentum": 0.9, "wd": 5e-4, "batch_size": 128, "device": "auto", "progress": "auto",
+          "eval_every": 1000, "eval_batch_size": 1000, "force": False, "amp": "none", "channels_last": False,
+          "compile": False, "milestone_fractions": [0.5, 0.75]}
+
+
+def write_run(path: Path, args: dict, error: float | None = None, best: float | None = None,
+              top5: float | None = None, kind: str = "student") -> Path:
+    """A run folder as the training scripts leave it: two evaluations, at half and at the
+    end (the first `best`, by default error + 1); error None: unfinished."""
+    path.mkdir(parents=True)
+    iters = args["iters"]
+    full = {**COMMON, "milestones": [iters // 2, iters * 3 // 4], "out": str(path), **args}
+    (path / "args.json").write_text(json.dumps({"args": full, "git_commit": "x"}))
+    if error is None:
+        return path
+    curve = [(iters // 2, best if best is not None else error + 1, (top5 or 0) + 0.5), (iters, error, top5)]
+    (path / "metrics.jsonl").write_text("".join(
+        json.dumps({"iter": i, "test_error": e, "test_error_top5": t5}) + "\n" for i, e, t5 in curve))
+    best_iter, best_value, _ = min(curve, key=lambda r: r[1])
+    (path / "final.json").write_text(json.dumps({
+        "test_error_last": error, "test_error_best": best_value, "best_iter": best_iter, "iters": iters,
+        "wall_time_s": 1.0, "kind": kind, "last": {"test_error": error, "test_error_top5": top5}}))
+    return path
+
+
+def teacher(root, name, arch, seed, error, dataset="cifar10", iters=64000, **extra):
+    return write_run(root / name, {"arch": arch, "dataset": dataset, "seed": seed, "iters": iters, **extra},
+                     error, kind="teacher")
+
+
+def para(root, name, teacher_dir, seed, k=0.5, kind="conv", layers=3, dataset="cifar10", **extra):
+    args = {"teacher": str(teacher_dir), "k": 2.0 if kind == "rae" else k, "kind": kind, "layers": layers,
+            "group": -1, "bn": True, "recon_loss": "l1", "rae_lambda": 1e-4, "epochs": 30, "holdout": 0.1,
+            "dataset": dataset, "seed": seed, "iters": 11700, **extra}
+    return write_run(root / name, args, 0.01, kind="paraphraser")
+
+
+def student(root, name, method, arch, seed, error, teacher_dir=None, para_dir=None, dataset="cifar10",
+            iters=64000, **extra):
+    args = {"method": method, "arch": arch, "teacher": str(teacher_dir) if teacher_dir else None,
+            "paraphraser": [str(para_dir)] if para_dir else None, "beta": 500.0, "p": 1, "kd_T": 4.0,
+            "kd_alpha": 0.9, "at_beta": 1000.0, "no_paraphraser": False, "no_translator": False,
+            "ft_groups": "last", "translator_bn": None, "dataset": dataset, "seed": seed, "iters": iters}
+    measured = {k: extra.pop(k) for k in ("best", "top5") if k in extra}
+    args.update(extra)
+    return write_run(root / name, args, error, **measured)
+
+
+def make_report(root: Path, *argv: str) -> dict:
+    args = report.get_args_parser().parse_args([str(root), *argv])
+    return report.report(args)
+
+
+def markdown(root: Path, *argv: str) -> str:
+    return next(v for k, v in make_report(root, *argv).items() if k.endswith(".md"))
+
+
+def table_lines(text: str, first_label: str) -> list[str]:
+    """The ours / paper / delta lines of the row starting with `first_label`."""
+    lines = text.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_label} |"))
+    return lines[i:i + 3]
+
+
+def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+@pytest.fixture
+def t7_runs(tmp_path):
+    """Table 7's CIFAR-10 row, folders named so that names say nothing."""
+    root = tmp_path / "runs"
+    t = [teacher(root, f"a/t{s}", "resnet56", s, 6.0 + s) for s in range(3)]
+    p = [para(root, f"a/p{s}", t[s], s) for s in range(3)]
+    for s, err in enumerate((8.0, 9.0, 10.0)):
+        student(root, f"b/alone{s}", "ce", "resnet20", s, err)
+    for s, err in enumerate((7.0, 7.5)):
+        student(root, f"c/x{s}", "ft", "resnet20", s, err, t[s], p[s], best=err - 1)
+    student(root, "c/unfinished", "ft", "resnet20", 2, None, t[2], p[2], p=2)
+    return root
+
+
+def test_means_stds_layout_and_missing_cells(t7_runs):
+    text = markdown(t7_runs, "--table", "7")
+    assert "## Table 7" in text and "| dataset | teacher | k |  | student alone | FT p=1 | FT p=2 | teacher |" in text
+    ours, paper, delta = table_lines(text, "CIFAR-10")
+    assert cells(ours) == ["CIFAR-10", "ResNet-56", "0.5", "ours", "9.00 ± 1.00 (n=3)", "7.25 ± 0.35 (n=2)",
+                           "—", "7.00 ± 1.00 (n=3)"]
+    assert cells(paper)[3:] == ["paper", "7.78", "6.85", "6.88", "6.39"]
+    assert cells(delta)[3:] == ["Δ", "+1.22", "+0.40", "—", "+0.61"]
+    ours100 = table_lines(text, "CIFAR-100")[0]
+    assert cells(ours100)[4:] == ["—"] * 4  # never filled in
+    assert "students 64,000 iterations (the paper's) · teachers 64,000 iterations (the paper's)" in text and "data cifar10" in text
+    assert "12 run folders: 11 finished, 1 unfinished (not counted)" in text
+
+
+def test_best_switch(t7_runs):
+    text = markdown(t7_runs, "--table", "7", "--best")
+    assert "at the best evaluation" in text
+    ours = cells(table_lines(text, "CIFAR-10")[0])
+    assert ours[5] == "6.25 ± 0.35 (n=2)"  # best-iteration errors 6.0 and 6.5
+    assert "last iteration" not in text.split("## Table 7")[1].splitlines()[2]
+
+
+def test_csv_and_json_records(t7_runs, tmp_path):
+    outputs = make_report(t7_runs, "--table", "7", "--format", "csv", "json")
+    rows = list(csv.DictReader(io.StringIO(outputs["report-table7.csv"])))
+    ft = next(r for r in rows if r["row"].startswith("CIFAR-10") and r["column"] == "FT p=1")
+    assert float(ft["ours_mean"]) == pytest.approx(7.25) and ft["n"] == "2" and ft["seeds"] == "0 1"
+    assert float(ft["paper"]) == 6.85 and float(ft["diff"]) == pytest.approx(0.40)
+    blob = json.loads(outputs["report-table7.json"])
+    missing = [c for c in blob["cells"] if c["row"].startswith("CIFAR-100")]
+    assert len(missing) == 4 and all(c["status"] == "missing" and c["ours_mean"] is None for c in missing)
+    assert blob["metric"] == "last" and blob["unfinished_runs"] == 1
+
+
+def test_cells_come_from_arguments_and_best_k(tmp_path):
+    """Table 1: the FT column is the best k; CAE, RAE and FT+KD land in their own cells."""
+    root = tmp_path / "runs"
+    t = teacher(root, "t", "resnet56", 0, 6.5)
+    for k, err in ((0.5, 7.0), (2, 6.5)):
+        student(root, f"s{k}", "ft", "resnet20", 0, err, t, para(root, f"p{k}", t, 0, k=k))
+    student(root, "scae", "ft", "resnet20", 0, 7.7, t, para(root, "pcae", t, 0, kind="cae"))
+    student(root, "srae", "ft", "resnet20", 0, 7.9, t, para(root, "prae", t, 0, kind="rae"))
+    student(root, "sftkd", "ft+kd", "resnet20", 0, 7.1, t, root / "p0.5")
+    student(root, "sat", "at", "resnet20", 0, 7.3, t)
+    text = markdown(root, "--table", "1")
+    ours = cells(table_lines(text, "ResNet-20 | ResNet-56")[0])
+    assert ours[3:] == ["—", "7.30 (n=1)", "—", "6.50 (n=1, k=2, best of 2/5)", "—", "7.10 (n=1)", "6.50 (n=1)"]
+    sweep = text.split("k sweep")[1]
+    ours = cells(table_lines(sweep, "ResNet-20 | ResNet-56")[0])
+    assert ours[3:] == ["7.00 (n=1)", "—", "6.50 (n=1)", "—", "—", "7.70 (n=1)", "7.90 (n=1)"]
+    # The other rows (other teachers) stay empty although the student arch matches.
+    assert cells(table_lines(text, "ResNet-20 | WRN-40-1")[0])[3:] == ["—"] * 7
+    # The teacher is no better than the student alone? Here there is no student alone: no warning.
+    assert "⚠" not in text
+
+
+def test_moved_run_tree_still_resolves_teachers(tmp_path, monkeypatch):
+    root = tmp_path / "moved" / "runs"
+    t = teacher(root, "cifar10/teacher-resnet56-s0", "resnet56", 0, 6.5)
+    p = para(root, "cifar10/para-resnet56-k0.5-s0", "runs/cifar10/teacher-resnet56-s0", 0)
+    student(root, "cifar10/ft", "ft", "resnet20", 0, 7.0, "runs/cifar10/teacher-resnet56-s0",
+            "runs/cifar10/para-resnet56-k0.5-s0", p=2)
+    monkeypatch.chdir(tmp_path)
+    assert t and p
+    ours = cells(table_lines(markdown(root, "--table", "7"), "CIFAR-10")[0])
+    assert ours[6] == "7.00 (n=1)"
+    # A teacher that is not under the report's folder: the run is named, not placed.
+    student(root, "cifar10/orphan", "kd", "resnet20", 0, 7.0, "elsewhere/teacher-x")
+    assert "orphan: not placed, its teacher run elsewhere/teacher-x" in markdown(root, "--table", "7")
+
+
+def test_conflicting_settings_are_not_averaged(tmp_path):
+    root = tmp_path / "runs"
+    t = teacher(root, "t", "resnet56", 0, 6.0)
+    p = para(root, "p", t, 0)
+    student(root, "a", "ft", "resnet20", 0, 7.0, t, p)
+    student(root, "b", "ft", "resnet20", 1, 8.0, t, p, beta=1000.0)
+    text = markdown(root, "--table", "7")
+    assert cells(table_lines(text, "CIFAR-10")[0])[5] == "conflict (2 settings)"
+    assert "runs differ in beta=500.0; beta=1000.0" in text
+
+
+def test_scales_make_sections_and_teacher_warning(tmp_path):
+    root = tmp_path / "runs"
+    for iters, t_iters, err in ((3000, 12000, 20.0), (3000, 3000, 22.0)):
+        t = teacher(root, f"t{t_iters}", "resnet56", 0, 24.0 if t_iters == 3000 else 15.0, iters=t_iters)
+        p = para(root, f"p{t_iters}", t, 0)
+        student(root, f"ft{t_iters}", "ft", "resnet20", 0, err, t, p, iters=iters)
+    student(root, "alone", "ce", "resnet20", 0, 21.0, iters=3000)
+    text = markdown(root, "--table", "7")
+    assert "**Scale 1:** students 3,000 iterations · teachers 3,000 iterations" in text
+    assert "**Scale 2:** students 3,000 iterations · teachers 12,000 iterations" in text
+    first, second = text.split("**Scale 2:**")
+    assert cells(table_lines(first, "CIFAR-10")[0])[4:] == ["21.00 (n=1)", "22.00 (n=1)", "—", "24.00 (n=1)"]
+    assert cells(table_lines(second, "CIFAR-10")[0])[4:] == ["21.00 (n=1)", "20.00 (n=1)", "—", "15.00 (n=1)"]
+    assert "the teacher (24.00) is no better than the student alone (21.00)" in first
+    assert "⚠" not in second
+
+
+def test_folder_copy_fills_cifar10_and_table4_ablations(tmp_path):
+    root = tmp_path / "runs"
+    d = {"dataset": "folder"}
+    t = teacher(root, "t", "wrn_40_2", 0, 5.0, **d)
+    p = para(root, "p", t, 0, **d)
+    p1 = para(root, "p1", t, 0, layers=1, **d)
+    student(root, "full", "ft", "wrn_40_1", 0, 5.7, t, p, **d)
+    student(root, "notrans", "ft", "wrn_40_1", 0, 6.2, t, p, no_translator=True, **d)
+    student(root, "nopara", "ft", "wrn_40_1", 0, 6.1, t, None, no_paraphraser=True, **d)
+    student(root, "l1", "ft", "wrn_40_1", 0, 6.0, t, p1, **d)
+    text = markdown(root, "--table", "4")
+    assert cells(table_lines(text, "yes | no")[0])[3:] == ["6.20 (n=1)", "—"]
+    assert cells(table_lines(text, "no | yes")[0])[3:] == ["6.10 (n=1)", "—"]
+    assert cells(table_lines(text, "yes | yes")[0])[3:] == ["5.70 (n=1)", "—"]
+    layer1 = cells(table_lines(text, "1")[0])
+    assert layer1[:3] == ["1", "0.07M", "0.07M"] and layer1[4:] == ["6.00 (n=1)", "—"]
+    assert cells(table_lines(text, "3")[0])[4] == "5.70 (n=1)"
+    assert cells(table_lines(text, "teacher (WRN-40-2)")[0])[3:] == ["5.00 (n=1)", "—"]
+    assert "data folder" in text
+
+
+def test_mmrazor_top1_top5_accuracy_params_flops(tmp_path):
+    root = tmp_path / "runs"
+    t = teacher(root, "t", "resnet50_cifar", 0, 4.5)
+    p = para(root, "p", t, 0)
+    for s, (err, top5) in enumerate(((5.0, 0.2), (5.2, 0.1))):
+        student(root, f"ft{s}", "ft", "resnet18_cifar", s, err, t, p, top5=top5, best=4.0)
+    text = markdown(root, "--table", "mmrazor")
+    ours, ref, delta = table_lines(text, "ResNet-18 FT (k=0.5)")
+    label, params, flops = cells(ours)[:3]
+    assert float(params) == pytest.approx(11.17, abs=0.1) and float(flops) == pytest.approx(0.56, abs=0.05)
+    assert cells(ours)[4:] == ["94.90 ± 0.14 (n=2)", "99.85 ± 0.07 (n=2)"]
+    assert cells(ref)[4:] == ["94.86", "99.88"] and cells(delta)[4:] == ["+0.04", "-0.03"]
+    assert cells(table_lines(text, "teacher ResNet-50")[0])[4:] == ["95.50 (n=1)", "—"]
+    best = cells(table_lines(markdown(root, "--table", "mmrazor", "--best"), "ResNet-18 FT (k=0.5)")[0])
+    assert best[4:] == ["96.00 ± 0.00 (n=2)", "99.35 ± 0.07 (n=2)"]  # top-5 at the best iteration
+
+
+def test_files_and_plots(t7_runs, tmp_path):
+    out = tmp_path / "report"
+    report.main([str(t7_runs), "--table", "7", "--format", "md", "csv", "--out", str(out)])
+    assert (out / "report-table7.md").read_text().startswith("# Factor Transfer")
+    assert (out / "report-table7.csv").exists()
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert list(out.glob("table7-*-curves.png"))
