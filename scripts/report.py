@@ -23,12 +23,13 @@ import argparse
 import csv
 import io
 import json
-import math
 import statistics
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 MISSING = "—"
@@ -328,7 +329,7 @@ def sections_for(runs: list[Run]) -> list[Section]:
 class Cell:
     ids: list            # identities; more than one: the best of them (lowest mean error)
     paper: float | None
-    note: callable = None  # identity -> label of the chosen one (best-of cells)
+    note: Callable[[tuple], str] | None = None  # identity -> label of the chosen one (best-of cells)
     top5: bool = False
     accuracy: bool = False
 
@@ -468,6 +469,7 @@ def mmrazor() -> Table:
              "(models.summary), translator excluded.")], unit="accuracy (%)")
 
 
+@lru_cache(maxsize=None)
 def network_cost(arch: str) -> tuple[str, str]:
     try:
         sys.path.insert(0, str(REPO))
@@ -480,6 +482,7 @@ def network_cost(arch: str) -> tuple[str, str]:
         return f"? ({type(exc).__name__})", "?"
 
 
+@lru_cache(maxsize=None)
 def paraphraser_params(layers: int) -> str:
     try:
         sys.path.insert(0, str(REPO))
@@ -672,7 +675,8 @@ def plot(table: Table, sections: list[Section], results: dict, out: Path) -> lis
                 for header, agg in curves.items():
                     xs, ys = mean_curve(agg.runs)
                     if xs:
-                        ax.plot(xs, ys, label=header, marker="." if len(xs) < 30 else None)
+                        label = f"{header} (its own schedule)" if "teacher" in header else header
+                        ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
                 ax.set_xlabel("iteration")
                 ax.set_ylabel("test error (%)")
                 ax.set_title(f"Table {table.key}: {row.name}", fontsize=9)
@@ -767,7 +771,7 @@ def report(args: argparse.Namespace) -> dict[str, str]:
         outputs[f"report{suffix}{'-best' if args.best else ''}.json"] = json.dumps(
             {"runs_dir": str(args.runs_dir), "metric": "best" if args.best else "last",
              "finished_runs": len(done), "unfinished_runs": len(runs) - len(done),
-             "cells": rows}, indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)
+             "cells": rows}, indent=2)
     return outputs
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -286,13 +287,14 @@ def test_slurm_submits_with_afterok_dependencies(tmp_path):
 
 
 # ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_table7_end_to_end_on_a_tiny_folder_then_skip_and_resume(tmp_path, tiny_folder):
     """Teacher, paraphraser, student alone and FT through the real scripts; a second
     invocation starts nothing; a run without final.json is resumed (and only it)."""
     runs = tmp_path / "runs"
     settings = dict(SEEDS=1, RUNS=runs, DATASET="folder", DATA_ROOT=tiny_folder, ITERS=4, TEACHER_ITERS=4,
                     PARA_ITERS=2, EVAL_EVERY=2, EXTRA_ARGS="--batch-size 16",
-                    PYTHON=os.environ.get("PYTHON_FOR_TESTS", __import__("sys").executable),
+                    PYTHON=sys.executable,
                     ONLY=r"^folder/(teacher|para|ce|ft-resnet20-from-resnet56-k0\.5-s0)")
     first = run_script("table7", **settings)
     assert first.stderr.count("[start]") == 4 and first.stderr.count("[done]") == 4
