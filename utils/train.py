@@ -166,11 +166,27 @@ def fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
         run.close()
 
 
-def _fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
-    device = data.train_x.device
+def batch_source(data, batch_size: int, seed: int, augment: bool):
+    """`iteration -> (x, y)`: the normalized, augmented training batch of that step.
+
+    CIFAR data (`ImageData`) is sampled here; a data object with its own `batches`
+    method (ImageNet's DataLoader pipeline) provides it itself.
+    """
+    if hasattr(data, "batches"):
+        return data.batches(batch_size, seed, augment)
+    sampler = BatchSampler(len(data.train_y), batch_size, seed, data.train_x.device)
+    return lambda iteration: train_batch(data, sampler, iteration, seed, augment=augment)
+
+
+def data_device(data) -> torch.device:
+    return data.device if hasattr(data, "device") else data.train_x.device
+
+
+def _fit(stage: Stage, data, run: RunDir, args) -> dict:
+    device = data_device(data)
     params = [p for m in stage.trainable.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.wd)
-    sampler = BatchSampler(len(data.train_y), args.batch_size, args.seed, device)
+    next_batch = batch_source(data, args.batch_size, args.seed, stage.augment)
     if args.channels_last:
         stage.task.to(memory_format=torch.channels_last)
     step = make_step(stage.task, optimizer, device, args.amp, args.compile)
@@ -223,7 +239,7 @@ def _fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
                 lr = lr_at(it, args.lr, args.milestones)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                x, y = train_batch(data, sampler, it, args.seed, augment=stage.augment)
+                x, y = next_batch(it)
                 if args.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 logits, losses, total = step(x, y)
