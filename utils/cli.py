@@ -51,6 +51,8 @@ def add_run_args(parser: argparse.ArgumentParser, *, eval_every: int = 1000) -> 
                    help=f"evaluate, log and checkpoint every N iterations (default: {eval_every})")
     g.add_argument("--eval-batch-size", type=int, default=1000, help="evaluation batch size (default: 1000)")
     g.add_argument("--force", action="store_true", help="overwrite a run folder holding other arguments")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun: batch-norm statistics over the global batch, not each process's")
     g.add_argument("--progress", default="auto", choices=("auto", "on", "off"),
                    help="tqdm progress bar (auto: when stderr is a terminal)")
     g = parser.add_argument_group("speed (numerics-changing options are off by default)")

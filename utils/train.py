@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from utils import distributed
 from utils.data import BatchSampler, ImageData, train_batch
 from utils.errors import UserError
 from utils.run import RunDir
@@ -42,11 +43,12 @@ class Interrupted(Exception):
 
 
 def resolve_device(name: str) -> torch.device:
+    """The training device; under torchrun also joins the process group (this rank's GPU)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return torch.device(name)
+    return distributed.setup(torch.device(name))
 
 
 def lr_at(iteration: int, base_lr: float, milestones: list[int], gamma: float = 0.1) -> float:
@@ -63,28 +65,36 @@ def autocast(device: torch.device, amp: str):
 @torch.inference_mode()
 def classification_metrics(model: nn.Module, data: ImageData, batch_size: int, amp: str = "none",
                            channels_last: bool = False) -> dict:
-    """Top-1 / top-5 test error (%) and test cross-entropy of a `(logits, feats)` model."""
+    """Top-1 / top-5 test error (%) and test cross-entropy of a `(logits, feats)` model.
+
+    Under torchrun each rank evaluates its shard of the test set and the sums are
+    added across ranks.
+    """
     was_training = model.training
     model.eval()
     device = data.test_x.device
-    wrong1 = wrong5 = torch.zeros((), device=device, dtype=torch.long)
-    loss = torch.zeros((), device=device)
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # wrong top-1, wrong top-5, loss
     n = len(data.test_y)
-    for start in range(0, n, batch_size):
-        x = data.normalize(data.test_x[start:start + batch_size])
-        y = data.test_y[start:start + batch_size]
+    part = distributed.shard(n)
+    for start in range(part.start, part.stop, batch_size):
+        stop = min(start + batch_size, part.stop)
+        x = data.normalize(data.test_x[start:stop])
+        y = data.test_y[start:stop]
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             logits = model(x)[0]
-        logits = logits.float()
-        loss = loss + nn.functional.cross_entropy(logits, y, reduction="sum")
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        wrong1 = wrong1 + (top[:, 0] != y).sum()
-        wrong5 = wrong5 + (~(top == y[:, None]).any(dim=1)).sum()
+        sums += topk_wrong_and_loss(logits.float(), y)
     model.train(was_training)
-    return {"test_error": 100.0 * wrong1.item() / n, "test_error_top5": 100.0 * wrong5.item() / n,
-            "test_loss": loss.item() / n}
+    wrong1, wrong5, loss = distributed.all_reduce_sum(sums).tolist()
+    return {"test_error": 100.0 * wrong1 / n, "test_error_top5": 100.0 * wrong5 / n, "test_loss": loss / n}
+
+
+def topk_wrong_and_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(number wrong at top-1, number wrong at top-5, summed cross-entropy) of a batch."""
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return torch.stack([(top[:, 0] != y).sum().double(), (~(top == y[:, None]).any(dim=1)).sum().double(),
+                        nn.functional.cross_entropy(logits, y, reduction="sum").double()])
 
 
 @dataclass
@@ -127,6 +137,10 @@ def make_step(task: nn.Module, optimizer: torch.optim.Optimizer, device: torch.d
     return step
 
 
+def dist_backend_is_nccl() -> bool:
+    return torch.distributed.get_backend() == "nccl"
+
+
 class _Stop:
     """Turns SIGTERM / SIGINT into a flag the loop checks between steps."""
 
@@ -145,6 +159,21 @@ class _Stop:
     def _handle(self, signum, frame):
         self.signum = signum
 
+    def poll(self, iteration: int, at_eval: bool = False) -> bool:
+        """Has a stop been asked for?  Under torchrun all ranks agree (checked every
+        20 iterations and at evaluations, so no rank stops at a different step)."""
+        if not distributed.active():
+            return self.signum is not None
+        if iteration % 20 and not at_eval:
+            return False
+        flag = torch.tensor([0.0 if self.signum is None else float(self.signum)])
+        if dist_backend_is_nccl():
+            flag = flag.cuda()
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item() > 0 and self.signum is None:
+            self.signum = int(flag.item())
+        return flag.item() > 0
+
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
@@ -153,13 +182,17 @@ class _Stop:
 def _progress(args, total: int, initial: int):
     from tqdm import tqdm
 
-    disable = {"auto": None, "on": False, "off": True}[args.progress]
+    disable = {"auto": None, "on": False, "off": True}[args.progress] if args is not None else True
     return tqdm(total=total, initial=initial, disable=disable, dynamic_ncols=True, leave=False)
 
 
 def fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
-    """Train `stage` on `data` with the SGD schedule in `args`; return final.json's dict."""
-    run.start()
+    """Train `stage` on `data` with the SGD schedule in `args`; return final.json's dict.
+
+    Under torchrun every rank trains; rank 0 alone writes the run folder.
+    """
+    if distributed.is_main():
+        run.start()
     try:
         return _fit(stage, data, run, args)
     finally:
@@ -175,7 +208,9 @@ def batch_source(data, batch_size: int, seed: int, augment: bool):
     if hasattr(data, "batches"):
         return data.batches(batch_size, seed, augment)
     sampler = BatchSampler(len(data.train_y), batch_size, seed, data.train_x.device)
-    return lambda iteration: train_batch(data, sampler, iteration, seed, augment=augment)
+    # Every rank draws the global batch and keeps its share (utils.distributed).
+    return lambda iteration: distributed.local_batch(*train_batch(data, sampler, iteration, seed,
+                                                                  augment=augment))
 
 
 def data_device(data) -> torch.device:
@@ -184,12 +219,24 @@ def data_device(data) -> torch.device:
 
 def _fit(stage: Stage, data, run: RunDir, args) -> dict:
     device = data_device(data)
+    main = distributed.is_main()
+    if distributed.active() and getattr(args, "sync_bn", False):
+        for module in stage.trainable.values():
+            distributed.convert_sync_batchnorm(module, device)
     params = [p for m in stage.trainable.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.wd)
     next_batch = batch_source(data, args.batch_size, args.seed, stage.augment)
     if args.channels_last:
         stage.task.to(memory_format=torch.channels_last)
-    step = make_step(stage.task, optimizer, device, args.amp, args.compile)
+    forward = stage.task
+    if distributed.active():
+        if hasattr(stage.task, "auxiliary_step"):
+            raise UserError("this method's second optimizer (KTAN's discriminator) is not supported "
+                            "under torchrun; run it in one process")
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(stage.task, device_ids=[device] if device.type == "cuda" else None)
+    step = make_step(forward, optimizer, device, args.amp, args.compile)
 
     # ------------------------------------------------------------------ resume
     start, best, best_iter, wall_before = 0, math.inf, None, 0.0
@@ -208,14 +255,18 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
         torch.set_rng_state(state["rng_cpu"])
         if state.get("auxiliary") is not None:
             stage.task.load_auxiliary_state_dict(state["auxiliary"])
-        run.truncate_metrics(start)
-        print(f"resuming {run.path} from iteration {start}", file=sys.stderr)
+        if main:
+            print(f"resuming {run.path} from iteration {start}", file=sys.stderr)
+    if main:
+        run.truncate_metrics(start)  # lines logged after the checkpoint are redone
 
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(run.path), purge_step=start if start else None)
+    writer = SummaryWriter(log_dir=str(run.path), purge_step=start) if main else None
 
     def save(iteration: int) -> None:
+        if not main:
+            return
         run.save_checkpoint({
             "kind": stage.kind, "iteration": iteration, "args": vars(args), **stage.info,
             "modules": {n: m.state_dict() for n, m in stage.trainable.items()},
@@ -232,7 +283,7 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
         record = run.last_metrics()
         metrics = {stage.primary: record[stage.primary]}
     stage.task.train()
-    bar = _progress(args, args.iters, start)
+    bar = _progress(args if main else None, args.iters, start)
     try:
         with _Stop() as stop:
             for it in range(start, args.iters):
@@ -269,12 +320,14 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
                                   wall_time_s=round(wall_before + time.perf_counter() - t0, 3))
                     if metrics[stage.primary] < best:
                         best, best_iter = metrics[stage.primary], done
-                    _log(writer, record, done)
-                    run.append_metrics(record)
+                    if main:
+                        _log(writer, record, done)
+                        run.append_metrics(record)
                     window = None
                     save(done)
-                    bar.write(_summary_line(record, args.iters))
-                if stop.signum is not None and done < args.iters:
+                    if main:
+                        bar.write(_summary_line(record, args.iters))
+                if stop.poll(done, at_eval=done % args.eval_every == 0) and done < args.iters:
                     if window is not None:
                         _read_window(window, done)  # never checkpoint a diverged state
                     save(done)
@@ -283,7 +336,8 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
                                       stop.signum)
     finally:
         bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
 
     final_metrics = {k: v for k, v in record.items() if not k.startswith("loss")}
     result = {
@@ -291,13 +345,24 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
         "best_iter": best_iter, "iters": args.iters, "wall_time_s": record["wall_time_s"],
         "kind": stage.kind, "last": final_metrics,
     }
-    run.write_final(result)
+    if main:
+        run.write_final(result)
+    distributed.barrier()
     return result
 
 
 def _read_window(window: dict, done: int) -> dict:
     """Host copy of the window's means; raises TrainingDiverged on a non-finite loss."""
-    values = {k: v.item() for k, v in window.items()}
+    keys = sorted(k for k in window if k != "first_bad")
+    stacked = torch.stack([window[k].float() for k in keys])
+    first_bad = window["first_bad"].clone()
+    if distributed.active():  # means over ranks; the first bad iteration any rank saw
+        stacked = distributed.all_reduce_sum(stacked) / distributed.world_size()
+        flagged = torch.where(first_bad < 0, torch.full_like(first_bad, float("inf")), first_bad)
+        torch.distributed.all_reduce(flagged, op=torch.distributed.ReduceOp.MIN)
+        first_bad = torch.where(torch.isinf(flagged), torch.full_like(flagged, -1.0), flagged)
+    values = dict(zip(keys, stacked.tolist()))
+    values["first_bad"] = first_bad.item()
     steps = values.pop("steps")
     first_bad = values.pop("first_bad")
     if first_bad >= 0 or not all(math.isfinite(v) for v in values.values()):

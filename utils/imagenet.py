@@ -1,0 +1,280 @@
+"""ImageNet (ILSVRC-2012) for Table 6: JPEGs decoded and augmented per image in DataLoader workers.
+
+CIFAR lives on the device as one uint8 tensor (utils.data); ImageNet's 1.28M JPEGs of
+varied sizes neither fit there nor share a shape, so here each image is decoded and
+augmented on its own in worker processes, the standard recipe (SPEC, "augmentation"):
+train RandomResizedCrop(224) + horizontal flip, evaluation Resize(256) + CenterCrop(224),
+both normalized with ImageNet's mean and std.
+
+Layout: ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG (the validation images
+sorted into class folders); class indices follow train/'s sorted folder names.
+
+Batches are a function of (seed, iteration) only, as for CIFAR:
+- epoch e's order is a DistributedSampler permutation seeded with (seed, e); under
+  torchrun rank r takes every world-th image of it, so the images of one global batch
+  are the same whatever the number of processes;
+- the augmentation of the image at global position p of epoch e is drawn from a
+  generator seeded with (seed, e, p), not from a worker's running random state: the
+  same crop and flip whatever the number of workers, and after a resume;
+- resuming at iteration i starts the epoch's sampler at i's position: the images
+  before it are never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from utils.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP, RESIZE = 224, 256
+
+
+def train_transform():
+    from torchvision import transforms as T
+
+    return T.Compose([T.RandomResizedCrop(CROP), T.RandomHorizontalFlip(), T.ToTensor(),
+                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def eval_transform():
+    from torchvision import transforms as T
+
+    return T.Compose([T.Resize(RESIZE), T.CenterCrop(CROP), T.ToTensor(),
+                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def default_workers() -> int:
+    """Decoding workers per process: the CPU cores shared by the processes of this node."""
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(16, (os.cpu_count() or 1) // per_node))
+
+
+def augment_seed(seed: int, epoch: int, position: int) -> int:
+    """Seed of one image's augmentation: a function of (seed, epoch, position in the epoch)."""
+    return (((seed * 1_000_003 + epoch) << 32) + position) & (2 ** 63 - 1)
+
+
+class _Images(Dataset):
+    """(path, label) samples -> (transformed image, label).
+
+    An item is an index (evaluation: no randomness) or (index, epoch, position), whose
+    random augmentation is drawn from a generator seeded by `augment_seed`.
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], transform: Callable, seed: int = 0):
+        self.samples, self.transform, self.seed = samples, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, item):
+        index, randomness = (item, None) if isinstance(item, int) else (item[0], item[1:])
+        path, label = self.samples[index]
+        image = _open_image(path)
+        if randomness is None:
+            return self.transform(image), label
+        # torchvision's transforms draw from torch's global CPU generator: seed it for this
+        # image only, leaving the process's own random state as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(augment_seed(self.seed, *randomness))
+            return self.transform(image), label
+
+
+def _open_image(path: str):
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except Exception as exc:
+        raise UserError(f"cannot read image {path} ({type(exc).__name__}: {exc}); remove or "
+                        f"replace the file") from None
+
+
+class _EpochSampler(DistributedSampler):
+    """DistributedSampler (drop_last) that starts `skip` images into this rank's share of
+    the epoch and yields (index, epoch, global position) for `_Images`."""
+
+    def __init__(self, n: int, world: int, rank: int, seed: int):
+        # Permutation seed seed * 1_000_003 + epoch, as utils.data.epoch_permutation.
+        super().__init__(range(n), num_replicas=world, rank=rank, shuffle=True,
+                         seed=seed * 1_000_003, drop_last=True)
+        self.skip = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())  # this rank's share: every world-th of the permutation
+        for p in range(self.skip, len(indices)):
+            yield indices[p], self.epoch, p * self.num_replicas + self.rank
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+@dataclass
+class ImageNetData:
+    """ImageNet as file lists; `batches` feeds utils.train.fit, `evaluate` tests a model."""
+
+    root: Path
+    classes: list[str]
+    train_samples: list[tuple[str, int]]  # (path, label)
+    val_samples: list[tuple[str, int]]
+    device: torch.device
+    workers: int
+    name: str = "imagenet"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to(self, device: torch.device | str) -> "ImageNetData":
+        return replace(self, device=torch.device(device))
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Iterations per epoch at global batch `batch_size` (the last partial batch dropped)."""
+        return len(self.train_samples) // batch_size
+
+    def _loader(self, dataset: Dataset, batch_size: int, sampler, seed: int, persistent: bool,
+                drop_last: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.workers,
+                          pin_memory=self.device.type == "cuda", drop_last=drop_last,
+                          persistent_workers=persistent and self.workers > 0,
+                          # a generator of its own: creating an iterator leaves torch's global
+                          # random state (saved in checkpoints) untouched
+                          generator=torch.Generator().manual_seed(seed))
+
+    def batches(self, batch_size: int, seed: int, augment: bool = True
+                ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+        """`iteration -> (x, y)` on `device`: this process's share of the global batch
+        `batch_size` (all of it in one process, batch_size // world under torchrun).
+
+        Called with increasing iterations from any start (a resume); a jump or a new epoch
+        restarts the loader at the iteration's position without reading the images before it.
+        """
+        rank, world = rank_and_world()
+        if batch_size % world:
+            raise UserError(f"--batch-size {batch_size} does not split evenly over {world} "
+                            f"processes; use a multiple of {world}")
+        steps = self.steps_per_epoch(batch_size)
+        if steps == 0:
+            raise UserError(f"--batch-size {batch_size} is larger than the training set "
+                            f"({len(self.train_samples)} images)")
+        local = batch_size // world
+        dataset = _Images(self.train_samples, train_transform() if augment else eval_transform(), seed)
+        sampler = _EpochSampler(len(dataset), world, rank, seed)
+        loader = self._loader(dataset, local, sampler, seed, persistent=True, drop_last=True)
+        state = {"next": None, "batches": None}  # the iteration `batches` yields next
+
+        def next_batch(iteration: int):
+            if iteration != state["next"]:
+                epoch, position = divmod(iteration, steps)
+                sampler.set_epoch(epoch)
+                sampler.skip = position * local
+                state["batches"] = iter(loader)
+            x, y = next(state["batches"])
+            # The epoch's last step: the next call starts the next epoch's loader.
+            state["next"] = iteration + 1 if (iteration + 1) % steps else None
+            return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+        return next_batch
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module, batch_size: int, amp: str = "none",
+                 channels_last: bool = False) -> dict:
+        """Top-1 / top-5 error (%) and cross-entropy of a `(logits, feats)` model on val/.
+
+        `batch_size` images per process; under torchrun each rank evaluates a disjoint
+        contiguous shard and the sums are all-reduced, so every rank gets the whole set's figures.
+        """
+        rank, world = rank_and_world()
+        n = len(self.val_samples)
+        shard = range(n * rank // world, n * (rank + 1) // world)
+        dataset = _Images(self.val_samples, eval_transform())
+        loader = self._loader(dataset, batch_size, shard, 0, persistent=False, drop_last=False)
+        was_training = model.training
+        model.eval()
+        # wrong top-1, wrong top-5, summed cross-entropy, images
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        cast = torch.autocast(self.device.type, dtype=torch.bfloat16) if amp == "bf16" \
+            else contextlib.nullcontext()
+        for x, y in loader:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with cast:
+                logits = model(x)[0]
+            logits = logits.float()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hit = top == y[:, None]
+            sums[0] += (~hit[:, 0]).sum()
+            sums[1] += (~hit.any(dim=1)).sum()
+            sums[2] += nn.functional.cross_entropy(logits, y, reduction="sum")
+            sums[3] += len(y)
+        model.train(was_training)
+        if world > 1:
+            dist.all_reduce(sums)
+        wrong1, wrong5, loss, count = sums.tolist()
+        return {"test_error": 100.0 * wrong1 / count, "test_error_top5": 100.0 * wrong5 / count,
+                "test_loss": loss / count}
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_imagenet(root: str | os.PathLike, train_subset: int | None = None,
+                  test_subset: int | None = None, workers: int | None = None,
+                  device: torch.device | str = "cpu") -> ImageNetData:
+    """Index ROOT/train/<wnid>/* and ROOT/val/<wnid>/* (no image is read here).
+
+    train_subset / test_subset: class-balanced subsets (utils.data.balanced_subset), the
+    same images for every seed and method.  workers: decoding processes per training
+    process (default: the node's cores over its processes, at most 16).
+    """
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    from utils.data import balanced_subset
+
+    root = Path(root)
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise UserError(f"{root / split} does not exist; --data-root must hold ImageNet's "
+                            f"train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (validation images sorted "
+                            f"into class folders)")
+    try:
+        classes, class_to_idx = find_classes(str(root / "train"))
+    except FileNotFoundError:
+        raise UserError(f"{root / 'train'} has no class folders; expected train/<wnid>/*.JPEG") from None
+    val_classes = sorted(e.name for e in os.scandir(root / "val") if e.is_dir())
+    unknown = sorted(set(val_classes) - set(classes))
+    if unknown:
+        raise UserError(f"{root / 'val'} has classes missing from train/: {', '.join(unknown[:5])}"
+                        f"{' ...' if len(unknown) > 5 else ''}")
+    splits = {}
+    for split, names in (("train", classes), ("val", val_classes)):
+        samples = make_dataset(str(root / split), {c: class_to_idx[c] for c in names},
+                               extensions=IMG_EXTENSIONS, allow_empty=True) if names else []
+        if not samples:
+            raise UserError(f"{root / split} has no images; expected {split}/<wnid>/*.JPEG")
+        splits[split] = samples
+    for split, n, what in (("train", train_subset, "--train-subset"), ("val", test_subset, "--test-subset")):
+        if n is not None:
+            labels = torch.tensor([label for _, label in splits[split]])
+            keep = balanced_subset(labels, n, len(classes), what=what)
+            splits[split] = [splits[split][i] for i in keep.tolist()]
+    return ImageNetData(root, classes, splits["train"], splits["val"], torch.device(device),
+                        default_workers() if workers is None else workers)
