@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from models.resnet_cifar import resnet20, resnet32, resnet44, resnet56, resnet110
 from models.resnet_cifar_large import resnet18_cifar, resnet50_cifar
+from models.torchvision_resnet import resnet18, resnet34
 from models.vgg import vgg13
 from models.wide_resnet import wrn
 
@@ -26,6 +27,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg13": vgg13,
     "resnet18_cifar": resnet18_cifar,
     "resnet50_cifar": resnet50_cifar,
+    "resnet18": resnet18,  # torchvision's ImageNet ResNets (Table 6)
+    "resnet34": resnet34,
 }
 
 _WRN_PATTERN = re.compile(r"wrn_(\d+)_(\d+)")

@@ -67,6 +67,12 @@ PAPER_T4 = {  # (CIFAR-10, CIFAR-100)
     1: (6.09, 27.07), 2: (5.99, 27.03), 3: (5.71, 26.91),
 }
 PAPER_T4_PARAMS = {1: 0.07, 2: 0.22, 3: 0.26}  # M, WRN-40-2 paraphraser (C=128, k=0.5)
+PAPER_T6 = {  # ImageNet, (top-1, top-5): ResNet-18 student alone, KD, AT, FT, ResNet-34 teacher
+    "student": (29.91, 10.68), "kd": (33.83, 12.55), "at": (29.36, 10.23), "ft": (28.57, 9.71),
+    "teacher": (26.73, 8.57),
+}
+# torchvision's published ImageNet accuracy of its ResNet-34 (IMAGENET1K_V1): 73.314 / 91.42.
+TORCHVISION_RESNET34_ERROR = (26.69, 8.58)
 PAPER_T7 = {  # student alone, p = 1, p = 2
     "cifar10": (7.78, 6.85, 6.88), "cifar100": (31.24, 29.08, 29.18),
 }
@@ -76,8 +82,11 @@ MMRAZOR = {"teacher": (95.55, None), "student": (94.82, None), "ft": (94.86, 99.
 K_SWEEP = (0.5, 1.0, 2.0, 3.0, 4.0)
 NAMES = {"resnet20": "ResNet-20", "resnet32": "ResNet-32", "resnet44": "ResNet-44",
          "resnet56": "ResNet-56", "resnet110": "ResNet-110", "vgg13": "VGG-13",
-         "resnet18_cifar": "ResNet-18", "resnet50_cifar": "ResNet-50"}
+         "resnet18_cifar": "ResNet-18", "resnet50_cifar": "ResNet-50",
+         "resnet18": "ResNet-18", "resnet34": "ResNet-34"}
 FULL_ITERS = 64000
+FULL_ITERS_IMAGENET = 450360  # 90 epochs of ImageNet-1k at batch 256 (scripts/table6.sh)
+PRETRAINED_PREFIX = "torchvision:"  # --teacher torchvision:NAME: published weights, no run folder
 
 
 def pretty(arch: str) -> str:
@@ -202,8 +211,9 @@ def describe(run: Run, index: RunIndex) -> None:
         return
     if run.kind != "student":
         return
-    teacher = index.find(a.get("teacher")) if a.get("teacher") else None
-    if a.get("teacher") and teacher is None:
+    pretrained = str(a.get("teacher") or "").startswith(PRETRAINED_PREFIX)
+    teacher = index.find(a.get("teacher")) if a.get("teacher") and not pretrained else None
+    if a.get("teacher") and teacher is None and not pretrained:
         run.problem = f"its teacher run {a['teacher']} is not under the report's folder"
         return
     paras = a.get("paraphraser") or []
@@ -213,8 +223,10 @@ def describe(run: Run, index: RunIndex) -> None:
         run.problem = f"its paraphraser run {paras[0]} is not under the report's folder"
         return
     pa = para.args if para else {}
+    teacher_arch = a["teacher"][len(PRETRAINED_PREFIX):] if pretrained else \
+        teacher.args["arch"] if teacher else None
     run.identity = student_id(
-        a["dataset"], a["arch"], a["method"], teacher.args["arch"] if teacher else None,
+        a["dataset"], a["arch"], a["method"], teacher_arch,
         k=pa.get("k"), kind=pa.get("kind"), layers=pa.get("layers"), p=a.get("p"),
         no_paraphraser=a.get("no_paraphraser", False) or not para,
         no_translator=a.get("no_translator", False), groups=a.get("ft_groups"))
@@ -222,6 +234,8 @@ def describe(run: Run, index: RunIndex) -> None:
     run.setting = _setting(a, {"arch", "method", "p", "no_paraphraser", "no_translator", "ft_groups"})
     if teacher:
         run.setting.update({f"teacher.{k}": v for k, v in _setting(teacher.args, {"arch"}).items()})
+    if pretrained:  # never averaged with students of a teacher trained here
+        run.setting["teacher.weights"] = a["teacher"]
     if para:
         run.setting.update({f"paraphraser.{k}": v for k, v in pa.items()
                             if k not in PER_RUN_ARGS | {"k", "kind", "layers", "dataset",
@@ -452,6 +466,23 @@ def table7() -> Table:
              "and k5 on CIFAR-100). The paper's teacher errors are those of Tables 1 and 3.")])
 
 
+def table6() -> Table:
+    d, s, t = "imagenet", "resnet18", "resnet34"
+    columns = (student_id(d, s, "ce"), student_id(d, s, "kd", t), student_id(d, s, "at", t),
+               student_id(d, s, "ft", t, k=0.5), teacher_id(d, t))
+    keys = ("student", "kd", "at", "ft", "teacher")
+    rows = [Row([pretty(s), pretty(t), metric], [
+        Cell([ident], PAPER_T6[key][i], top5=i == 1) for ident, key in zip(columns, keys)],
+        teacher_col=4 if i == 0 else None, student_col=0, name=f"{pretty(s)} / {pretty(t)} {metric}")
+        for i, metric in enumerate(("top-1", "top-5"))]
+    tv1, tv5 = TORCHVISION_RESNET34_ERROR
+    return Table("6", f"Table 6 — ImageNet, {pretty(s)} student, {pretty(t)} teacher", [Part(
+        "", ["student", "teacher", "error"], ["student", "KD", "AT", "FT (k=0.5)", "teacher"], rows,
+        note=f"Top-1 and top-5 error on the validation set (single centre crop). A teacher given as "
+             f"--teacher torchvision:{t} (PRETRAINED_TEACHER=1) has no run folder: its column stays "
+             f"empty; torchvision publishes {tv1:.2f} / {tv5:.2f} for those weights.")])
+
+
 def mmrazor() -> Table:
     d, s, t = "cifar10", "resnet18_cifar", "resnet50_cifar"
     rows = []
@@ -499,7 +530,7 @@ def build_tables(which: str) -> list[Table]:
         "1": lambda: transfer_table("1", "cifar10", PAPER_T1, PAPER_T1_SWEEP, "Table 1 — CIFAR-10"),
         "2": table2,
         "3": lambda: transfer_table("3", "cifar100", PAPER_T3, PAPER_T3_SWEEP, "Table 3 — CIFAR-100"),
-        "4": table4, "7": table7, "mmrazor": mmrazor,
+        "4": table4, "6": table6, "7": table7, "mmrazor": mmrazor,
     }
     return [makers[k]() for k in makers if which in ("all", k)]
 
@@ -561,7 +592,7 @@ def describe_scale(section: Section) -> str:
     def iters(n):
         if n is None:
             return MISSING
-        return f"{n:,} iterations" + (" (the paper's)" if n == FULL_ITERS else "")
+        return f"{n:,} iterations" + (" (the paper's)" if n in (FULL_ITERS, FULL_ITERS_IMAGENET) else "")
     para = sorted({r.setting["paraphraser.iters"] for r in runs if "paraphraser.iters" in r.setting})
     datasets = sorted({r.args.get("dataset") for r in runs})
     return (f"students {iters(it)} · teachers {iters(tit)} · paraphrasers "
@@ -728,7 +759,7 @@ def mean_curve(runs: list[Run]) -> tuple[list, list]:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs_dir", type=Path, help="root of the run folders (e.g. runs)")
-    parser.add_argument("--table", default="all", choices=("1", "2", "3", "4", "7", "mmrazor", "all"))
+    parser.add_argument("--table", default="all", choices=("1", "2", "3", "4", "6", "7", "mmrazor", "all"))
     parser.add_argument("--best", action="store_true",
                         help="error at the best evaluation (default: at the last iteration)")
     parser.add_argument("--format", nargs="+", default=["md"], choices=("md", "csv", "json"),

@@ -22,7 +22,8 @@ PAPER_PARAMS_M = {
 # WRN-16-1 has 175,066 params (0.175M, +3.0%), WRN-46-4 10,499,290 (+5.0%).
 BEYOND_2_PERCENT = {"wrn_16_1", "wrn_46_4"}
 
-CIFAR_RESNETS_AND_WRNS = [n for n in MODELS if n.startswith(("resnet", "wrn")) and not n.endswith("_cifar")]
+CIFAR_RESNETS_AND_WRNS = [n for n in MODELS if n.startswith(("resnet", "wrn")) and not n.endswith("_cifar")
+                          and MODELS[n].__module__ != "models.torchvision_resnet"]
 
 
 def _forward(name: str, num_classes: int):

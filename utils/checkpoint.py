@@ -58,7 +58,14 @@ def freeze(module: nn.Module) -> nn.Module:
 
 
 def load_classifier(path: str | Path, what: str = "teacher") -> tuple[nn.Module, dict]:
-    """A trained classifier (teacher or student run), frozen, and its checkpoint."""
+    """A trained classifier (teacher or student run), frozen, and its checkpoint.
+
+    `torchvision:NAME` (e.g. torchvision:resnet34) takes torchvision's ImageNet weights.
+    """
+    from models.torchvision_resnet import is_teacher_spec, load_teacher_spec
+
+    if is_teacher_spec(str(path)):
+        return load_teacher_spec(str(path))
     ckpt = read_checkpoint(path, what, ("teacher", "student"))
     try:
         model = build_model(ckpt["arch"], ckpt["num_classes"])

@@ -11,9 +11,11 @@ from utils.errors import UserError
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
-    g.add_argument("--dataset", default="cifar10", choices=DATASETS,
-                   help="cifar10 / cifar100 through torchvision, or an image-folder tree "
-                        "(train/<class>/*, test/<class>/*; a directory or .tar.gz) (default: cifar10)")
+    g.add_argument("--dataset", default="cifar10", choices=(*DATASETS, "imagenet"),
+                   help="cifar10 / cifar100 through torchvision; folder: an image-folder tree "
+                        "(train/<class>/*, test/<class>/*; a directory or .tar.gz) trained with the "
+                        "CIFAR recipe; imagenet: train/ and val/ class folders, the ImageNet recipe "
+                        "(default: cifar10)")
     g.add_argument("--data-root", default="./data",
                    help="where the dataset is (or is downloaded to) (default: ./data)")
     g.add_argument("--norm", default=None, choices=("cifar10", "cifar100", "computed"),
@@ -22,6 +24,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                    help="train on N class-balanced training images, for quick checks (default: all)")
     g.add_argument("--test-subset", type=int, default=None, metavar="N",
                    help="evaluate on N class-balanced test images, for quick checks (default: all)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="imagenet only: DataLoader decoding processes per training process "
+                        "(default: the cores / processes on the node, at most 16)")
 
 
 def add_schedule_args(parser: argparse.ArgumentParser, *, iters: int | None,

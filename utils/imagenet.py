@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -79,15 +80,19 @@ class _Images(Dataset):
     """
 
     def __init__(self, samples: list[tuple[str, int]], transform: Callable, seed: int = 0):
-        self.samples, self.transform, self.seed = samples, transform, seed
+        # Two numpy arrays, not 1.28M Python tuples: workers reading a list of objects
+        # touch their reference counts and copy the forked pages, per worker and per rank.
+        self.paths = np.array([os.fsencode(path) for path, _ in samples])
+        self.labels = np.array([label for _, label in samples], dtype=np.int64)
+        self.transform, self.seed = transform, seed
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.labels)
 
     def __getitem__(self, item):
         index, randomness = (item, None) if isinstance(item, int) else (item[0], item[1:])
-        path, label = self.samples[index]
-        image = _open_image(path)
+        label = int(self.labels[index])
+        image = _open_image(os.fsdecode(self.paths[index]))
         if randomness is None:
             return self.transform(image), label
         # torchvision's transforms draw from torch's global CPU generator: seed it for this
@@ -132,9 +137,9 @@ class ImageNetData:
     """ImageNet as file lists; `batches` feeds utils.train.fit, `evaluate` tests a model."""
 
     root: Path
-    classes: list[str]
-    train_samples: list[tuple[str, int]]  # (path, label)
-    val_samples: list[tuple[str, int]]
+    classes: list[str] = field(repr=False)
+    train_samples: list[tuple[str, int]] = field(repr=False)  # (path, label)
+    val_samples: list[tuple[str, int]] = field(repr=False)
     device: torch.device
     workers: int
     name: str = "imagenet"
@@ -194,27 +199,32 @@ class ImageNetData:
 
         return next_batch
 
+    def val_batches(self, batch_size: int):
+        """(x, y) on `device`, normalized and centre-cropped, over this process's shard of
+        val/ (disjoint contiguous shards under torchrun; the whole set in one process)."""
+        rank, world = rank_and_world()
+        n = len(self.val_samples)
+        shard = range(n * rank // world, n * (rank + 1) // world)
+        loader = self._loader(_Images(self.val_samples, eval_transform()), batch_size, shard, 0,
+                              persistent=False, drop_last=False)
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, batch_size: int, amp: str = "none",
                  channels_last: bool = False) -> dict:
         """Top-1 / top-5 error (%) and cross-entropy of a `(logits, feats)` model on val/.
 
-        `batch_size` images per process; under torchrun each rank evaluates a disjoint
-        contiguous shard and the sums are all-reduced, so every rank gets the whole set's figures.
+        `batch_size` images per process; under torchrun each rank evaluates its shard
+        (`val_batches`) and the sums are all-reduced: every rank gets the whole set's figures.
         """
-        rank, world = rank_and_world()
-        n = len(self.val_samples)
-        shard = range(n * rank // world, n * (rank + 1) // world)
-        dataset = _Images(self.val_samples, eval_transform())
-        loader = self._loader(dataset, batch_size, shard, 0, persistent=False, drop_last=False)
         was_training = model.training
         model.eval()
         # wrong top-1, wrong top-5, summed cross-entropy, images
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)
         cast = torch.autocast(self.device.type, dtype=torch.bfloat16) if amp == "bf16" \
             else contextlib.nullcontext()
-        for x, y in loader:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        for x, y in self.val_batches(batch_size):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with cast:
@@ -227,7 +237,7 @@ class ImageNetData:
             sums[2] += nn.functional.cross_entropy(logits, y, reduction="sum")
             sums[3] += len(y)
         model.train(was_training)
-        if world > 1:
+        if rank_and_world()[1] > 1:
             dist.all_reduce(sums)
         wrong1, wrong5, loss, count = sums.tolist()
         return {"test_error": 100.0 * wrong1 / count, "test_error_top5": 100.0 * wrong5 / count,

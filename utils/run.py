@@ -32,7 +32,7 @@ METRICS = "metrics.jsonl"
 LOCK = ".lock"
 
 # Arguments that may change between a run and its resumption without changing its result.
-RESUME_FREE_ARGS = {"out", "force", "device", "progress", "data_root", "eval_batch_size", "save_every"}
+RESUME_FREE_ARGS = {"out", "force", "device", "progress", "data_root", "eval_batch_size", "workers"}
 
 
 def git_commit() -> str:

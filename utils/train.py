@@ -68,8 +68,10 @@ def classification_metrics(model: nn.Module, data: ImageData, batch_size: int, a
     """Top-1 / top-5 test error (%) and test cross-entropy of a `(logits, feats)` model.
 
     Under torchrun each rank evaluates its shard of the test set and the sums are
-    added across ranks.
+    added across ranks.  A data object with its own `evaluate` (ImageNet) does it itself.
     """
+    if hasattr(data, "evaluate"):
+        return data.evaluate(model, batch_size, amp, channels_last)
     was_training = model.training
     model.eval()
     device = data.test_x.device
@@ -407,6 +409,11 @@ def open_run(args) -> RunDir | None:
 
 
 def load_training_data(args, device: torch.device) -> ImageData:
+    if args.dataset == "imagenet":
+        from utils.imagenet import load_imagenet
+
+        return load_imagenet(args.data_root, args.train_subset, args.test_subset,
+                             workers=args.workers, device=device)
     from utils.data import load_data
 
     return load_data(args.dataset, args.data_root, args.norm, args.train_subset,
