@@ -128,7 +128,6 @@ def main(args: argparse.Namespace) -> None:
                           "group_channels": list(teacher.group_channels)}},
     )
     result = fit(stage, data, run, args)
-    run.close()
     print(json.dumps(result, indent=2, sort_keys=True))
 
 

@@ -187,7 +187,6 @@ def main(args: argparse.Namespace) -> None:
                                                 args.channels_last),
     )
     result = fit(stage, data, run, args)
-    run.close()
     print(json.dumps(result, indent=2, sort_keys=True))
 
 

@@ -28,6 +28,7 @@ shared machine hits all of them; each figure is the median images/s over the win
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import itertools
 import json
@@ -75,8 +76,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="flags of (b): 'auto' searches the candidates on this device, or a "
                              "comma list of channels_last, bf16, compile ('' for none) (default: auto)")
     parser.add_argument("--candidates", default=None,
-                        help="flag sets (b) searches, ';'-separated comma lists (default: every "
-                             "combination of channels_last, bf16, compile; --quick: without compile)")
+                        help="flag sets (b)'s search races against the default, ';'-separated comma "
+                             "lists (default: channels_last; bf16; channels_last,bf16, then the "
+                             "winner with compile unless --quick)")
     parser.add_argument("--num-workers", type=int, default=2,
                         help="DataLoader workers of the reference pipeline (default: 2)")
     parser.add_argument("--threads", type=int, default=None,
@@ -95,9 +97,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="frozen teacher / paraphraser forward under torch.inference_mode()")
     g.add_argument("--try-channels-last-default", action="store_true",
                    help="(a) uses channels-last on the CPU, as a default of --channels-last auto would")
-    g.add_argument("--try-freeze", action="store_true",
-                   help="frozen teacher / paraphraser traced and frozen for inference on the CPU "
-                        "(BatchNorm folded, weights prepacked: torch.jit.freeze)")
+    g.add_argument("--try-fold-bn", action="store_true",
+                   help="frozen teacher / paraphraser with BatchNorm folded into their convolutions")
     return parser
 
 
@@ -180,90 +181,81 @@ def build_task(stage: str, nets: dict[str, nn.Module]) -> methods.Task:
 
 # ============================================================================ proposals
 
-def apply_proposals(inference_mode: bool) -> None:
-    """Monkeypatch the proposed utils/methods.py change (docs/performance.md) for this process;
-    the reference pipeline does not use these classes."""
-    if not inference_mode:
+class InferenceMode(nn.Module):
+    """A frozen network run under torch.inference_mode() (proposal --try-inference-mode)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        with torch.inference_mode():
+            return self.module(x)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold, in place, each BatchNorm of a frozen network into the convolution that feeds
+    it (proposal --try-fold-bn): in eval mode BN is a fixed affine map, so conv -> BN is
+    one conv with rescaled weights and a bias, one pass over the activations fewer per
+    layer.  BNs that follow something else (pre-activation WRN blocks) stay.  The pairs
+    are read off the torch.fx graph, so any traceable model works."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if isinstance(model, nn.ModuleList):  # one paraphraser per link (multi-group FT)
+        for module in model:
+            fold_batchnorm(module)
+        return model
+    model.eval()
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # not traceable: left as it is, still correct
+        return model
+    modules = dict(model.named_modules())
+
+    def put(name, new):
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
+            continue
+        source = node.args[0]
+        if (isinstance(source, torch.fx.Node) and source.op == "call_module"
+                and isinstance(modules[source.target], nn.Conv2d) and len(source.users) == 1):
+            put(source.target, fuse_conv_bn_eval(modules[source.target], modules[node.target]))
+            put(node.target, nn.Identity())
+    return model
+
+
+@contextlib.contextmanager
+def proposed_changes(inference_mode: bool = False, fold_bn: bool = False):
+    """Monkeypatch the proposed utils/methods.py changes (docs/performance.md) while the
+    block runs; the reference pipeline does not use these classes."""
+    if not (inference_mode or fold_bn):
+        yield
         return
+
+    def add_frozen(self, name, module):
+        # In place: FactorTransfer keeps its own references to the paraphrasers (the
+        # benchmark's tasks are built on copies, so nothing else sees the change).
+        add_frozen_plain(self, name, fold_batchnorm(module) if fold_bn else module)
+        if inference_mode and name == "teacher":
+            setattr(self, name, InferenceMode(getattr(self, name)))
 
     def teacher_features(self, x):
         # An inference tensor cannot be saved for backward: the paraphraser's first conv
-        # saves its input, so it gets a normal tensor (one copy of 128x64x8x8).
-        with torch.inference_mode():
-            feat = self.teacher(x)[1][self.group]
-        return feat.clone()
+        # and the reconstruction loss save it, so they get a normal copy (128x64x8x8).
+        return self.teacher(x)[1][self.group].clone()
 
-    def ft_forward(self, x, y):
-        logits, feats = self.student(x)
-        with torch.inference_mode():
-            factor_t = self.paraphraser.encode(self.teacher(x)[1][self.group])
-        factor_s = self.translator(feats[self.group])
-        return logits, {"ce": F.cross_entropy(logits, y),
-                        "ft": self.beta * methods.factor_transfer_loss(factor_s, factor_t.clone(), self.p)}
-
-    methods.ParaphraserTraining.teacher_features = teacher_features
-    methods.FactorTransfer.forward = ft_forward
-
-
-def freeze_for_inference(module: nn.Module, example: torch.Tensor, channels_last: bool) -> nn.Module:
-    """A frozen copy of an eval-mode network for CPU inference: BatchNorm folded into the
-    convolutions, weights prepacked for oneDNN (torch.jit.freeze + optimize_for_inference)."""
-    import warnings
-
-    module = copy.deepcopy(module).eval()
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
-        example = example.contiguous(memory_format=torch.channels_last)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(module, example, strict=False, check_trace=False)
-        return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-
-
-class FrozenEncoder(nn.Module):
-    """Teacher + paraphraser encoder as one frozen inference module (the FT target)."""
-
-    def __init__(self, teacher: nn.Module, paraphraser: nn.Module, group: int):
-        super().__init__()
-        self.teacher, self.paraphraser, self.group = teacher, paraphraser, group
-
-    def forward(self, x):
-        return self.paraphraser.encode(self.teacher(x)[1][self.group])
-
-
-class TeacherFeatures(nn.Module):
-    def __init__(self, teacher: nn.Module, group: int):
-        super().__init__()
-        self.teacher, self.group = teacher, group
-
-    def forward(self, x):
-        return self.teacher(x)[1][self.group]
-
-
-def apply_freeze(task: nn.Module, stage: str, batch: int, device: torch.device, channels_last: bool):
-    """Replace the frozen parts' forward by a frozen TorchScript module (proposal --try-freeze)."""
-    example = torch.randn(batch, 3, 32, 32, device=device)
-    if stage == "paraphraser":
-        frozen = freeze_for_inference(TeacherFeatures(task.teacher, task.group), example, channels_last)
-
-        def teacher_features(x):
-            with torch.no_grad():
-                return frozen(x)
-
-        task.teacher_features = teacher_features
-    elif stage == "student":
-        frozen = freeze_for_inference(FrozenEncoder(task.teacher, task.paraphraser, task.group),
-                                      example, channels_last)
-
-        def forward(x, y):
-            logits, feats = task.student(x)
-            with torch.no_grad():
-                factor_t = frozen(x)
-            factor_s = task.translator(feats[task.group])
-            return logits, {"ce": F.cross_entropy(logits, y),
-                            "ft": task.beta * methods.factor_transfer_loss(factor_s, factor_t, task.p)}
-
-        task.forward = forward
+    add_frozen_plain, features_plain = methods.Task.add_frozen, methods.ParaphraserTraining.teacher_features
+    methods.Task.add_frozen = add_frozen
+    if inference_mode:
+        methods.ParaphraserTraining.teacher_features = teacher_features
+    try:
+        yield
+    finally:
+        methods.Task.add_frozen = add_frozen_plain
+        methods.ParaphraserTraining.teacher_features = features_plain
 
 
 # ============================================================================ variants
@@ -272,12 +264,11 @@ class Ours:
     """`fit`'s step: train_batch + make_step, and its per-step on-device bookkeeping."""
 
     def __init__(self, stage, nets, data, device, flags: frozenset, args):
+        self.flags = flags
         self.label = "+".join(sorted(flags)) or "fp32 NCHW"
         self.channels_last = "channels_last" in flags
         self.data, self.seed, self.device = data, args.seed, device
         self.task = build_task(stage, nets).to(device)
-        if args.try_freeze and device.type == "cpu" and stage in ("paraphraser", "student"):
-            apply_freeze(self.task, stage, args.batch_size, device, self.channels_last)
         params = [p for m in self.task.trainable().values() for p in m.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD)
         self.sampler = BatchSampler(len(data.train_y), args.batch_size, args.seed, device)
@@ -309,23 +300,15 @@ class Reference:
 
     label = "authors' pipeline"
 
-    def __init__(self, stage, nets, data, device, args):
+    def __init__(self, stage, nets, pil_images: PILImages, device, args):
         self.stage, self.device = stage, device
-        n = {k: copy.deepcopy(v).to(device) for k, v in nets.items()}
-        for name in {"paraphraser": ["teacher"], "student": ["teacher", "paraphraser"]}.get(stage, []):
-            n[name].eval()  # frozen: eval mode, but its weights still require grad, as in their scripts
-        self.nets = n
-        mean, std = (t.flatten().tolist() for t in (data.mean, data.std))
-        dataset = PILImages(data.train_x.cpu(), data.train_y.cpu(), reference_transform(mean, std))
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
+        self.nets = n = reference_networks(stage, nets, device)
+        self.loader = torch.utils.data.DataLoader(pil_images, batch_size=args.batch_size, shuffle=True,
                                                   num_workers=args.num_workers)
         self.batches = iter(())
-        opt = lambda m: torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)  # noqa: E731
-        trained = {"teacher": ["teacher"], "ce": ["student"], "paraphraser": ["paraphraser"],
-                   "student": ["student", "translator"]}[stage]
-        self.optimizers = [opt(n[name]) for name in trained]  # the translator: its own optimizer
-        for name in trained:
-            n[name].train()
+        # One optimizer per trained network: the translator has its own, as in their script.
+        self.optimizers = [torch.optim.SGD(n[name].parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
+                           for name in TRAINED[stage]]
 
     def next_batch(self):
         try:
@@ -351,6 +334,19 @@ class Reference:
             loss.item()  # their scripts log the running loss every step
             images += len(y)
         return images
+
+
+TRAINED = {"teacher": ["teacher"], "ce": ["student"], "paraphraser": ["paraphraser"],
+           "student": ["student", "translator"]}
+
+
+def reference_networks(stage: str, nets: dict[str, nn.Module], device: torch.device) -> dict[str, nn.Module]:
+    """Copies of `nets` set up as the authors' scripts set them up: the trained ones in train
+    mode, the frozen ones in eval mode but with weights that still require grad."""
+    n = {k: copy.deepcopy(v).to(device).train(k in TRAINED[stage]) for k, v in nets.items()}
+    for module in n.values():
+        module.requires_grad_(True)
+    return n
 
 
 def reference_loss(stage: str, nets: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -428,45 +424,62 @@ def parse_flags(text: str) -> frozenset:
 
 
 def candidates(args) -> list[frozenset]:
+    """(b)'s first-round candidates: every combination of channels_last and bf16."""
     if args.candidates is not None:
         return [parse_flags(c) for c in args.candidates.split(";")]
-    names = ["channels_last", "bf16"] + ([] if args.quick else ["compile"])
+    names = ["channels_last", "bf16"]
     return [frozenset(c) for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
 
 
-def search_fast(stage, nets, data, device, args, default_rate: float, log) -> tuple[frozenset, dict]:
-    """(b)'s flags: each candidate warmed up and timed briefly; the fastest wins
-    (the default is a candidate too, with the rate it had in its warm-up windows)."""
-    trials = {"": default_rate}
-    best, best_rate = frozenset(), default_rate
-    for flags in candidates(args):
-        variant = Ours(stage, nets, data, device, flags, args)
+def race(variants: dict, args, device) -> dict[str, float]:
+    """Median images/s of each variant over `args.trials` rounds of one window each, the
+    variants taking turns so that a slow spell of a shared machine hits all of them."""
+    rates = {k: [] for k in variants}
+    for _ in range(args.trials):
+        for name, variant in variants.items():
+            rates[name].append(timed(variant, args.window_steps, device)[0])
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def search_fast(stage, nets, data, device, args, default, log) -> tuple[frozenset, dict]:
+    """(b)'s flags, fastest on this device: the channels_last / bf16 combinations race the
+    default; then (unless --quick) the winner with --compile races the winner without."""
+    def warm(flags):
         start = time.perf_counter()
+        variant = Ours(stage, nets, data, device, flags, args)
         variant.run(args.warmup)
-        rate = statistics.median(timed(variant, args.window_steps, device)[0] for _ in range(args.trials))
-        trials[",".join(sorted(flags))] = rate
-        log(f"  try {variant.label:28s} {rate:8.1f} img/s  (warm-up {time.perf_counter() - start:.1f} s)")
-        if rate > best_rate:
-            best, best_rate = flags, rate
-        del variant
-    return best, trials
+        log(f"  {variant.label:28s} built and warmed up in {time.perf_counter() - start:.1f} s")
+        return variant
+
+    pool = {"": default, **{",".join(sorted(f)): warm(f) for f in candidates(args) if f != default.flags}}
+    trials = race(pool, args, device)
+    best = max(trials, key=trials.get)
+    if not args.quick and args.candidates is None and "compile" not in best:
+        compiled = ",".join(sorted(best.split(",") + ["compile"])).strip(",")
+        final = {best: pool[best], compiled: warm(parse_flags(compiled))}
+        rematch = race(final, args, device)
+        trials[compiled] = rematch[compiled]
+        trials[best + " (rematch)"] = rematch[best]
+        best = max(rematch, key=rematch.get)
+    for name, rate in trials.items():
+        log(f"  try {name or 'default':32s} {rate:8.1f} img/s")
+    return parse_flags(best), {(k or "default"): v for k, v in trials.items()}
 
 
-def bench_stage(stage, data, device, args, log) -> dict:
+def bench_stage(stage, data, pil_images, device, args, log) -> dict:
     nets = build_networks(stage, args.seed)
     default_flags = frozenset(["channels_last"]) if (args.try_channels_last_default and device.type == "cpu") \
         else frozenset()
     a = Ours(stage, nets, data, device, default_flags, args)
-    c = Reference(stage, nets, data, device, args)
     a.run(args.warmup)
-    default_rate = statistics.median(timed(a, args.window_steps, device)[0] for _ in range(args.trials))
     if args.fast == "auto":
-        fast_flags, trials = search_fast(stage, nets, data, device, args, default_rate, log)
+        fast_flags, trials = search_fast(stage, nets, data, device, args, a, log)
     else:
         fast_flags, trials = parse_flags(args.fast), {}
     b = a if fast_flags == default_flags else Ours(stage, nets, data, device, fast_flags, args)
     if b is not a:
         b.run(args.warmup)
+    c = Reference(stage, nets, pil_images, device, args)
     c.run(args.warmup)
 
     variants = {"default": a, "fast": b, "reference": c}
@@ -481,6 +494,7 @@ def bench_stage(stage, data, device, args, log) -> dict:
     return {
         "stage": stage,
         "images_per_s": {k: round(v, 2) for k, v in med.items()},
+        "best_window_images_per_s": {k: round(max(v), 2) for k, v in rates.items()},
         "windows": {k: [round(r, 2) for r in v] for k, v in rates.items()},
         "speedup_default": round(med["default"] / med["reference"], 3),
         "speedup_fast": round(med["fast"] / med["reference"], 3),
@@ -530,23 +544,29 @@ def main(args) -> dict:
     if args.quick:
         args.windows, args.warmup = min(args.windows, 3), min(args.warmup, 1)
         args.window_steps = min(args.window_steps, 2 if device.type == "cpu" else 10)
-    args.trials = 1 if args.quick else 2
+    args.trials = 1 if args.quick else 3
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
-    apply_proposals(args.try_inference_mode)
 
     # ------------------------------------------------------------------ data
     if args.data_root:
         data = load_data("folder", args.data_root)
     else:
         data = synthetic_data(args.synthetic_size, args.seed)
+    mean, std = (t.flatten().tolist() for t in (data.mean, data.std))
+    pil_images = PILImages(data.train_x, data.train_y, reference_transform(mean, std))
     data = data.to(device)
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        log(f"warning: load average {load:.1f} before starting: other processes share the CPU, "
+            f"figures will be noisy")
 
     # ------------------------------------------------------------------ stages
     results = []
     t0 = time.perf_counter()
     for stage in args.stages:
         log(f"{stage}:")
-        result = bench_stage(stage, data, device, args, log)
+        with proposed_changes(args.try_inference_mode, args.try_fold_bn):
+            result = bench_stage(stage, data, pil_images, device, args, log)
         ips = result["images_per_s"]
         log(f"  default {ips['default']:.1f}  fast {ips['fast']:.1f} ({', '.join(result['fast_flags']) or '-'})"
             f"  reference {ips['reference']:.1f} img/s")
@@ -560,9 +580,10 @@ def main(args) -> dict:
         "data": args.data_root or f"synthetic uint8, {args.synthetic_size} images",
         "protocol": {"windows": args.windows, "window_steps": args.window_steps, "warmup": args.warmup,
                      "num_workers": args.num_workers, "quick": args.quick},
-        "proposals": {"inference_mode": args.try_inference_mode, "freeze": args.try_freeze,
+        "proposals": {"inference_mode": args.try_inference_mode, "fold_bn": args.try_fold_bn,
                       "channels_last_default": args.try_channels_last_default},
         "stages": {r["stage"]: r for r in results},
+        "load_average": {"start": round(load, 2), "end": round(os.getloadavg()[0], 2)},
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(json.dumps(report, indent=2) if args.json else table(results, report["device"]))

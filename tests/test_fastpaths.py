@@ -1,0 +1,147 @@
+"""Fast paths change speed, not results: bf16 and channels-last runs end near the fp32
+run, the benchmark's reference pipeline computes our loss, the proposed inference-mode
+teacher gives the same step, and the benchmark itself runs."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from models.resnet_cifar import CifarResNet
+from paraphraser import Paraphraser
+from scripts import benchmark
+from translator import Translator
+from utils.data import BatchSampler, train_batch
+from utils.methods import FactorTransfer
+from utils.train import make_step
+
+CPU = torch.device("cpu")
+
+
+def tiny_ft_task(seed: int = 0) -> FactorTransfer:
+    """FT with ResNet-8s: every part of the real student step (frozen teacher and
+    paraphraser with BN, student, translator, both losses), small enough to run quickly."""
+    torch.manual_seed(seed)
+    teacher, student = CifarResNet(8), CifarResNet(8)
+    paraphraser = Paraphraser(64, 0.5)
+    for module in (*teacher.modules(), *paraphraser.modules()):  # frozen BN with real statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return FactorTransfer(student, Translator(64, paraphraser.factor_channels), teacher, paraphraser.eval())
+
+
+def short_run(amp: str = "none", channels_last: bool = False, steps: int = 8) -> list[float]:
+    """`fit`'s step sequence (train_batch + make_step) on random images; the total loss per step."""
+    data = benchmark.synthetic_data(256, seed=0)
+    task = tiny_ft_task().train()
+    params = [p for m in task.trainable().values() for p in m.parameters()]
+    optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+    if channels_last:
+        task.to(memory_format=torch.channels_last)
+    step = make_step(task, optimizer, CPU, amp)
+    sampler = BatchSampler(256, 32, seed=0, device=CPU)
+    losses = []
+    for it in range(steps):
+        x, y = train_batch(data, sampler, it, seed=0)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        losses.append(step(x, y)[2].item())
+    return losses
+
+
+@pytest.fixture(scope="module")
+def fp32_run():
+    return short_run()
+
+
+def assert_ends_near(losses: list[float], reference: list[float], first_rtol: float, final_rtol: float):
+    """Same first loss up to `first_rtol` (same weights, same batch: only rounding differs);
+    after the run, final loss within `final_rtol`, and the loss falls by as much (10%)."""
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert abs(losses[0] - reference[0]) <= first_rtol * abs(reference[0]), (losses, reference)
+    assert abs(losses[-1] - reference[-1]) <= final_rtol * abs(reference[-1]), (losses, reference)
+    fall, fall_ref = losses[0] - losses[-1], reference[0] - reference[-1]
+    assert fall_ref > 0 and abs(fall - fall_ref) <= 0.1 * fall_ref, (losses, reference)
+
+
+# Tolerances.  The first step sees identical weights and batch, so only rounding differs:
+# channels-last reorders float32 sums (relative ~1e-7 per op, 1e-5 leaves 100x room);
+# bf16 rounds every autocast op's output to 8 significant bits (2^-9 = 0.2% each), a few
+# such errors add up in the logits and in beta * L_FT (1%).  Later steps drift apart
+# more: L_FT is an L1 loss whose gradient is a sign, so rounding flips the sign of
+# near-zero elements and the runs diverge slowly (measured after 8 steps: 0.1% for
+# channels-last, 0.1-0.4% for bf16 along the run).  1% of the final loss (about 3% of
+# what the run learns, a fall of ~2.9 from ~12) bounds that, while a broken fast path (no
+# update, a loss in the wrong dtype or scale) misses the fall by far more than 10%.
+
+def test_channels_last_run_ends_near_fp32(fp32_run):
+    assert_ends_near(short_run(channels_last=True), fp32_run, first_rtol=1e-5, final_rtol=0.01)
+
+
+def test_bf16_run_ends_near_fp32(fp32_run):
+    assert_ends_near(short_run(amp="bf16"), fp32_run, first_rtol=0.01, final_rtol=0.01)
+
+
+@pytest.mark.parametrize("stage", ["teacher", "paraphraser", "student"])
+def test_reference_pipeline_computes_our_loss(stage):
+    """Same weights, same normalized batch: the authors' way of computing the step's loss
+    (autograd on for the frozen parts, nn.L1Loss on F.normalize) equals our task's."""
+    nets = benchmark.build_networks(stage, seed=0)
+    task = benchmark.build_task(stage, nets).train()
+    ref = benchmark.reference_networks(stage, nets, CPU)
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 3, 32, 32, generator=gen), torch.randint(0, 10, (8,), generator=gen)
+    _, losses = task(x, y)
+    ours = sum(losses.values())
+    theirs = benchmark.reference_loss(stage, ref, x, y)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    # and the gradients the step applies agree as well
+    ours.backward()
+    theirs.backward()
+    for name in benchmark.TRAINED[stage]:
+        for (key, p), q in zip(getattr(task, name if stage != "teacher" else "model").named_parameters(),
+                               ref[name].parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=f"{name}.{key}")
+
+
+@pytest.mark.parametrize("proposal", ["inference_mode", "fold_bn"])
+@pytest.mark.parametrize("stage", ["paraphraser", "student"])
+def test_proposed_changes_give_the_same_step(stage, proposal):
+    """The proposals of docs/performance.md change no number: the inference-mode teacher
+    none at all, BatchNorm folding only float32 rounding (it reorders a product)."""
+    nets = benchmark.build_networks(stage, seed=0)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+
+    def one_step(task):
+        optimizer = torch.optim.SGD([p for m in task.trainable().values() for p in m.parameters()], lr=0.1)
+        _, _, total = make_step(task.train(), optimizer, CPU)(x, y)
+        return total, [p.detach().clone() for m in task.trainable().values() for p in m.parameters()]
+
+    plain = one_step(benchmark.build_task(stage, nets))
+    with benchmark.proposed_changes(**{proposal: True}):
+        task = benchmark.build_task(stage, nets)
+        patched = one_step(task)
+    if proposal == "fold_bn":
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in task.teacher.modules())
+    tol = dict(rtol=0, atol=0) if proposal == "inference_mode" else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(patched[0], plain[0], **tol)
+    for a, b in zip(patched[1], plain[1]):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_benchmark_runs_and_reports(capsys):
+    args = benchmark.get_args_parser().parse_args(
+        ["--stages", "ce", "--windows", "2", "--window-steps", "1", "--warmup", "1", "--fast", "channels_last",
+         "--synthetic-size", "64", "--batch-size", "16", "--num-workers", "1", "--device", "cpu", "--json"])
+    benchmark.main(args)
+    report = json.loads(capsys.readouterr().out)
+    stage = report["stages"]["ce"]
+    assert report["device_type"] == "cpu" and stage["fast_flags"] == ["channels_last"]
+    for key in ("default", "fast", "reference"):
+        assert stage["images_per_s"][key] > 0 and len(stage["windows"][key]) == 2
+        assert stage["peak_memory_mb"][key] > 0
+    ips = stage["images_per_s"]
+    assert stage["speedup_default"] == pytest.approx(ips["default"] / ips["reference"], rel=1e-2)
+    assert stage["speedup_fast"] == pytest.approx(ips["fast"] / ips["reference"], rel=1e-2)
