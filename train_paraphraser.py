@@ -16,7 +16,9 @@ from utils.data import balanced_subset
 from utils.errors import UserError
 from utils.losses import reconstruction_loss
 from utils.methods import ParaphraserTraining
-from utils.train import Stage, fit, load_training_data, open_run, resolve_device
+from utils import distributed
+from utils.train import (Stage, fit, load_training_data, open_run, resolve_device, sample_input,
+                         test_inputs)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -73,20 +75,20 @@ def main(args: argparse.Namespace) -> None:
 
     # ---------------------------------------------------------------- data
     data = load_training_data(args, device)
-    n = len(data.train_y)
-    held = balanced_subset(data.train_y.cpu(), max(1, int(n * args.holdout)), data.num_classes, seed=1) \
-        if args.holdout > 0 else torch.zeros(0, dtype=torch.long)
-    keep = torch.ones(n, dtype=torch.bool)
-    keep[held] = False
-    holdout_x, holdout_y = data.train_x[held.to(device)], data.train_y[held.to(device)]
-    data.train_x, data.train_y = data.train_x[keep.to(device)], data.train_y[keep.to(device)]
-    steps_per_epoch = len(data.train_y) // args.batch_size
+    if args.dataset == "imagenet":
+        if args.holdout:
+            raise UserError("--holdout is for the CIFAR tensor pipeline; with --dataset imagenet pass "
+                            "--holdout 0 (the reconstruction loss is reported on val/)")
+        steps_per_epoch = data.steps_per_epoch(args.batch_size)
+        holdout_x = None
+    else:
+        holdout_x, steps_per_epoch = split_holdout(data, args.holdout, args.batch_size)
     if args.iters is None:
         args.iters = max(1, round(args.epochs * steps_per_epoch))
     check_schedule(args)
     if args.kind == "cae":
         with torch.no_grad():
-            size = teacher(data.normalize(data.test_x[:1]).cpu())[1][args.group].shape[-2:]
+            size = teacher(sample_input(data))[1][args.group].shape[-2:]
         if any(d % 2 ** args.layers for d in size):
             raise UserError(f"--kind cae halves height and width {args.layers} time(s), so the "
                             f"teacher's group-{args.group} map ({size[0]}x{size[1]}) must be divisible "
@@ -107,21 +109,26 @@ def main(args: argparse.Namespace) -> None:
 
     @torch.inference_mode()
     def evaluate() -> dict:
+        """Mean reconstruction loss on held-out training images and on the test set."""
         paraphraser.eval()
         metrics = {}
-        for name, x_all in (("holdout", holdout_x), ("test", data.test_x)):
-            total, count = 0.0, 0
-            for start in range(0, len(x_all), args.eval_batch_size):
-                feat = task.teacher_features(data.normalize(x_all[start:start + args.eval_batch_size]))
-                total += reconstruction_loss(paraphraser(feat), feat, args.recon_loss).item() * len(feat)
-                count += len(feat)
-            if count:
-                metrics[f"recon_{name}"] = total / count
+        held = [data.normalize(holdout_x[i:i + args.eval_batch_size])
+                for i in range(0, len(holdout_x), args.eval_batch_size)] if holdout_x is not None else []
+        for name, batches in (("holdout", held), ("test", test_inputs(data, args.eval_batch_size))):
+            sums = torch.zeros(2, dtype=torch.float64, device=device)
+            for x in batches:
+                feat = task.teacher_features(x)
+                sums[0] += reconstruction_loss(paraphraser(feat), feat, args.recon_loss).double() * len(feat)
+                sums[1] += len(feat)
+            if name == "test":
+                distributed.all_reduce_sum(sums)
+            if sums[1]:
+                metrics[f"recon_{name}"] = (sums[0] / sums[1]).item()
         return metrics
 
     stage = Stage(
         kind="paraphraser", task=task, trainable=task.trainable(), evaluate=evaluate,
-        primary="recon_holdout" if len(holdout_y) else "recon_test",
+        primary="recon_holdout" if holdout_x is not None and len(holdout_x) else "recon_test",
         info={"paraphraser_config": paraphraser.config, "paraphraser_kind": args.kind,
               "group": args.group, "dataset": args.dataset, "num_classes": data.num_classes,
               "teacher": {"arch": teacher_ckpt["arch"], "fingerprint": fingerprint(teacher),
@@ -129,6 +136,20 @@ def main(args: argparse.Namespace) -> None:
     )
     result = fit(stage, data, run, args)
     print(json.dumps(result, indent=2, sort_keys=True))
+
+
+def split_holdout(data, fraction: float, batch_size: int):
+    """Hold a class-balanced `fraction` of the training images out of paraphraser training;
+    return them (uint8) and the steps per epoch of what is left."""
+    device = data.train_x.device
+    n = len(data.train_y)
+    held = balanced_subset(data.train_y.cpu(), max(1, int(n * fraction)), data.num_classes, seed=1) \
+        if fraction > 0 else torch.zeros(0, dtype=torch.long)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[held] = False
+    holdout_x = data.train_x[held.to(device)]
+    data.train_x, data.train_y = data.train_x[keep.to(device)], data.train_y[keep.to(device)]
+    return holdout_x, len(data.train_y) // batch_size
 
 
 if __name__ == "__main__":

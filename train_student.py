@@ -21,7 +21,8 @@ from utils.checkpoint import check_same_data, fingerprint, load_classifier, load
 from utils.cli import add_data_args, add_run_args, add_schedule_args, check_positive, check_schedule, run_main
 from utils.errors import UserError
 from utils.methods import KD, METHODS, Frozen
-from utils.train import Stage, classification_metrics, fit, load_training_data, open_run, resolve_device
+from utils.train import (Stage, classification_metrics, fit, load_training_data, open_run, resolve_device,
+                         sample_input)
 
 FT_METHODS = tuple(name for name, m in METHODS.items() if m.paraphraser)
 
@@ -172,7 +173,7 @@ def main(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     student = build_model(args.arch, data.num_classes)
     kd = KD(T=args.kd_T, alpha=args.kd_alpha) if method.kd else None
-    frozen = Frozen(teacher, paraphrasers, sample=data.normalize(data.test_x[:1]).cpu())
+    frozen = Frozen(teacher, paraphrasers, sample=sample_input(data))
     task, method_info = method.build(args, student, frozen, kd)
     task.to(device)
     info = {"arch": args.arch, "num_classes": data.num_classes, "dataset": args.dataset,

@@ -97,6 +97,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="frozen teacher / paraphraser forward under torch.inference_mode()")
     g.add_argument("--try-channels-last-default", action="store_true",
                    help="(a) uses channels-last on the CPU, as a default of --channels-last auto would")
+    g.add_argument("--try-compile-split", action="store_true",
+                   help="--compile compiles frozen networks apart, as inference graphs with freezing")
     g.add_argument("--try-fold-bn", action="store_true",
                    help="frozen teacher / paraphraser with BatchNorm folded into their convolutions")
     return parser
@@ -258,6 +260,18 @@ def proposed_changes(inference_mode: bool = False, fold_bn: bool = False):
         methods.ParaphraserTraining.teacher_features = features_plain
 
 
+def compile_split(task: methods.Task) -> None:
+    """--compile as proposed (--try-compile-split): each frozen network compiled on its own
+    as an inference graph with Inductor's freezing (weights become constants: BatchNorm
+    folded, oneDNN weights prepacked, conv + add + ReLU fused), each trainable network
+    compiled as before, the task's few loss ops left eager.  Compiling the whole task
+    instead traces the frozen teacher into the training graph, where freezing cannot apply."""
+    frozen = set(task._frozen_names)
+    for name, module in list(task.named_children()):
+        options = {"freezing": True} if name in frozen else None
+        setattr(task, name, torch.compile(module, options=options))
+
+
 # ============================================================================ variants
 
 class Ours:
@@ -274,8 +288,12 @@ class Ours:
         self.sampler = BatchSampler(len(data.train_y), args.batch_size, args.seed, device)
         if self.channels_last:
             self.task.to(memory_format=torch.channels_last)
+        compile_whole = "compile" in flags
+        if compile_whole and args.try_compile_split:
+            compile_split(self.task)
+            compile_whole = False
         self.step = make_step(self.task, self.optimizer, device, "bf16" if "bf16" in flags else "none",
-                              "compile" in flags)
+                              compile_whole)
         self.task.train()
         self.iteration = 0
         self.window = None
@@ -581,6 +599,7 @@ def main(args) -> dict:
         "protocol": {"windows": args.windows, "window_steps": args.window_steps, "warmup": args.warmup,
                      "num_workers": args.num_workers, "quick": args.quick},
         "proposals": {"inference_mode": args.try_inference_mode, "fold_bn": args.try_fold_bn,
+                      "compile_split": args.try_compile_split,
                       "channels_last_default": args.try_channels_last_default},
         "stages": {r["stage"]: r for r in results},
         "load_average": {"start": round(load, 2), "end": round(os.getloadavg()[0], 2)},

@@ -1,7 +1,6 @@
 """Reliability: clear errors for bad input, exact resumption after kills, divergence, one writer."""
 
 import json
-import os
 import random
 import signal
 import subprocess

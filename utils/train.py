@@ -215,6 +215,24 @@ def batch_source(data, batch_size: int, seed: int, augment: bool):
                                                                   augment=augment))
 
 
+def test_inputs(data, batch_size: int):
+    """Normalized test images in batches (this process's shard under torchrun)."""
+    if hasattr(data, "val_batches"):
+        for x, _ in data.val_batches(batch_size):
+            yield x
+        return
+    part = distributed.shard(len(data.test_y))
+    for start in range(part.start, part.stop, batch_size):
+        yield data.normalize(data.test_x[start:min(start + batch_size, part.stop)])
+
+
+def sample_input(data) -> torch.Tensor:
+    """One normalized test image on the CPU, to check shapes before training."""
+    if hasattr(data, "val_batches"):
+        return next(data.val_batches(1))[0][:1].cpu()
+    return data.normalize(data.test_x[:1]).cpu()
+
+
 def data_device(data) -> torch.device:
     return data.device if hasattr(data, "device") else data.train_x.device
 
