@@ -79,6 +79,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="flag sets (b)'s search races against the default, ';'-separated comma "
                              "lists (default: channels_last; bf16; channels_last,bf16, then the "
                              "winner with compile unless --quick)")
+    parser.add_argument("--search-windows", type=int, default=3,
+                        help="windows per candidate in (b)'s search (default: 3; --quick: 1)")
     parser.add_argument("--num-workers", type=int, default=2,
                         help="DataLoader workers of the reference pipeline (default: 2)")
     parser.add_argument("--threads", type=int, default=None,
@@ -562,7 +564,7 @@ def main(args) -> dict:
     if args.quick:
         args.windows, args.warmup = min(args.windows, 3), min(args.warmup, 1)
         args.window_steps = min(args.window_steps, 2 if device.type == "cpu" else 10)
-    args.trials = 1 if args.quick else 3
+    args.trials = 1 if args.quick else args.search_windows
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
 
     # ------------------------------------------------------------------ data
