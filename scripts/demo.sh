@@ -6,8 +6,8 @@
 #   bash scripts/demo.sh                       # CIFAR-10 via torchvision (downloads into ./data)
 #   bash scripts/demo.sh path/to/cifar10-jpeg.tar.gz   # offline: an image-folder tree or its archive
 #
-# Scale knobs (environment): TEACHER_ITERS (default 600), STUDENT_ITERS (300),
-# PARA_ITERS (50), TEST_SUBSET (2000), OUT (runs/demo), DEVICE (auto).
+# Scale knobs (environment): TEACHER_ITERS (default 400), STUDENT_ITERS (200),
+# PARA_ITERS (40), TEST_SUBSET (2000), OUT (runs/demo), DEVICE (auto).
 # The teacher gets twice the students' iterations: at short schedules a deeper
 # teacher is otherwise no better than the student (SPEC, reduced-scale runs).
 # Re-running resumes or skips finished stages.
@@ -22,13 +22,13 @@ else
 fi
 out=${OUT:-runs/demo}
 common=("${data[@]}" --test-subset "${TEST_SUBSET:-2000}" --device "${DEVICE:-auto}" --progress on)
-teacher_iters=${TEACHER_ITERS:-600}
-student_iters=${STUDENT_ITERS:-300}
+teacher_iters=${TEACHER_ITERS:-400}
+student_iters=${STUDENT_ITERS:-200}
 
 python train_teacher.py "${common[@]}" --arch resnet56 --iters "$teacher_iters" \
     --eval-every "$teacher_iters" --out "$out/teacher-resnet56" > /dev/null
 python train_paraphraser.py "${common[@]}" --teacher "$out/teacher-resnet56" --k 0.5 \
-    --iters "${PARA_ITERS:-50}" --eval-every "${PARA_ITERS:-50}" --out "$out/para-resnet56-k0.5" > /dev/null
+    --iters "${PARA_ITERS:-40}" --eval-every "${PARA_ITERS:-40}" --out "$out/para-resnet56-k0.5" > /dev/null
 python train_student.py "${common[@]}" --method ce --arch resnet20 --iters "$student_iters" \
     --eval-every "$student_iters" --out "$out/ce-resnet20" > /dev/null
 python train_student.py "${common[@]}" --method ft --arch resnet20 --teacher "$out/teacher-resnet56" \

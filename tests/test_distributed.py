@@ -59,7 +59,7 @@ def test_two_processes_match_one_and_resume(tiny_folder, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.005)
     interrupted = proc.poll() is None
     for pid in [proc.pid, *descendants(proc.pid)]:
         try:

@@ -19,6 +19,16 @@ from utils.train import make_step
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: one thread is as fast, and it does not collapse when other
+    processes share the cores (a parallel op waits at its barrier for a descheduled thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_ft_task(seed: int = 0) -> FactorTransfer:
     """FT with ResNet-8s: every part of the real student step (frozen teacher and
     paraphraser with BN, student, translator, both losses), small enough to run quickly."""
@@ -134,11 +144,13 @@ def test_proposed_changes_give_the_same_step(stage, proposal):
 def test_benchmark_runs_and_reports(capsys):
     args = benchmark.get_args_parser().parse_args(
         ["--stages", "ce", "--windows", "2", "--window-steps", "1", "--warmup", "1", "--fast", "channels_last",
-         "--synthetic-size", "64", "--batch-size", "16", "--num-workers", "1", "--device", "cpu", "--json"])
+         "--synthetic-size", "64", "--batch-size", "16", "--num-workers", "1", "--device", "cpu", "--retries", "0",
+         "--json"])
     benchmark.main(args)
     report = json.loads(capsys.readouterr().out)
     stage = report["stages"]["ce"]
     assert report["device_type"] == "cpu" and stage["fast_flags"] == ["channels_last"]
+    assert report["disturbed_windows"] == {"rerun": 0, "kept": 0}  # --retries 0: never waits
     for key in ("default", "fast", "reference"):
         assert stage["images_per_s"][key] > 0 and len(stage["windows"][key]) == 2
         assert stage["peak_memory_mb"][key] > 0

@@ -95,6 +95,11 @@ def run_main(main, parser: argparse.ArgumentParser, argv: list[str] | None = Non
     """Parse, run, and turn a UserError into a one-line message and exit status 2."""
     from utils.train import Interrupted
 
+    def one_line_error(message: str):
+        print(f"{parser.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = one_line_error  # argparse's own errors: one line too, no usage block
     args = parser.parse_args(argv)
     try:
         main(args)
