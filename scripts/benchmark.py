@@ -13,16 +13,19 @@ Three ways of running the same networks with the same weights:
   (a) default   what `fit` runs with default flags: `train_batch` + `make_step` on the
                 tasks of utils/methods.py
   (b) fast      the same with the fastest combination of --channels-last / --amp bf16 /
-                --compile found on this device (searched per stage, or given by --fast)
+                --fold-bn / --compile found on this device (searched per stage, or given by --fast)
   (c) reference the authors' pipeline: a DataLoader with worker processes over PIL images
                 (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize),
                 teacher and paraphraser run with autograd on (outputs detached), fp32 NCHW,
-                the translator with its own SGD optimizer, `loss.item()` every step.
+                the translator with its own SGD optimizer, `loss.item()` every step.  It runs
+                in a fresh process of its own (as their script does), so that nothing (a)
+                and (b) do to this process (utils.perf's allocator setting, the heap they
+                leave) speeds it up or slows it down.
 
 The variants take turns window by window (a, b, c, a, b, c, ...), so a slow spell on a
 shared machine hits all of them; each figure is the median images/s over the windows.
 `--try-*` flags monkeypatch proposed changes to utils/methods.py / utils/train.py into
-(a) and (b) to measure them before they are made (docs/performance.md).
+(a) and (b) to measure them before they are made (README, Speed).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import contextlib
 import copy
 import itertools
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -49,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models import build_model  # noqa: E402
 from paraphraser import Paraphraser  # noqa: E402
 from translator import Translator  # noqa: E402
-from utils import methods  # noqa: E402
+from utils import methods, perf  # noqa: E402
 from utils.data import NORM_STATS, BatchSampler, ImageData, load_data, train_batch  # noqa: E402
 from utils.train import make_step, resolve_device  # noqa: E402
 
@@ -74,10 +78,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first (default: 3)")
     parser.add_argument("--fast", default="auto",
                         help="flags of (b): 'auto' searches the candidates on this device, or a "
-                             "comma list of channels_last, bf16, compile ('' for none) (default: auto)")
+                             "comma list of channels_last, bf16, fold_bn, compile ('' for none) (default: auto)")
     parser.add_argument("--candidates", default=None,
                         help="flag sets (b)'s search races against the default, ';'-separated comma "
-                             "lists (default: channels_last; bf16; channels_last,bf16, then the "
+                             "lists (default: the combinations of channels_last, bf16 and fold_bn, then the "
                              "winner with compile unless --quick)")
     parser.add_argument("--search-windows", type=int, default=3,
                         help="windows per candidate in (b)'s search (default: 3; --quick: 1)")
@@ -98,6 +102,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "of random uint8 images")
     parser.add_argument("--synthetic-size", type=int, default=50_000,
                         help="random images in the synthetic set (default: 50,000, CIFAR's train set)")
+    parser.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
+                        help="(a) and (b) without utils.perf.keep_freed_memory (the training scripts' "
+                             "default; FT_KEEP_FREED_MEMORY=0 there)")
     parser.add_argument("--quick", action="store_true",
                         help="few short windows, small warm-up, no compile in the search")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
@@ -109,12 +116,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="(a) uses channels-last on the CPU, as a default of --channels-last auto would")
     g.add_argument("--try-compile-split", action="store_true",
                    help="--compile compiles frozen networks apart, as inference graphs with freezing")
-    g.add_argument("--try-fold-bn", action="store_true",
-                   help="frozen teacher / paraphraser with BatchNorm folded into their convolutions")
     return parser
 
 
 # ============================================================================ data
+
+def bench_data(args) -> ImageData:
+    """The images every variant trains on (on the CPU): a real folder, or random uint8."""
+    if args.data_root:
+        return load_data("folder", args.data_root)
+    return synthetic_data(args.synthetic_size, args.seed)
+
 
 def synthetic_data(n: int, seed: int) -> ImageData:
     """Random uint8 images and labels with CIFAR-10's shape and normalization."""
@@ -205,53 +217,17 @@ class InferenceMode(nn.Module):
             return self.module(x)
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Fold, in place, each BatchNorm of a frozen network into the convolution that feeds
-    it (proposal --try-fold-bn): in eval mode BN is a fixed affine map, so conv -> BN is
-    one conv with rescaled weights and a bias, one pass over the activations fewer per
-    layer.  BNs that follow something else (pre-activation WRN blocks) stay.  The pairs
-    are read off the torch.fx graph, so any traceable model works."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    if isinstance(model, nn.ModuleList):  # one paraphraser per link (multi-group FT)
-        for module in model:
-            fold_batchnorm(module)
-        return model
-    model.eval()
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception:  # not traceable: left as it is, still correct
-        return model
-    modules = dict(model.named_modules())
-
-    def put(name, new):
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, new)
-
-    for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
-            continue
-        source = node.args[0]
-        if (isinstance(source, torch.fx.Node) and source.op == "call_module"
-                and isinstance(modules[source.target], nn.Conv2d) and len(source.users) == 1):
-            put(source.target, fuse_conv_bn_eval(modules[source.target], modules[node.target]))
-            put(node.target, nn.Identity())
-    return model
-
-
 @contextlib.contextmanager
-def proposed_changes(inference_mode: bool = False, fold_bn: bool = False):
-    """Monkeypatch the proposed utils/methods.py changes (docs/performance.md) while the
-    block runs; the reference pipeline does not use these classes."""
-    if not (inference_mode or fold_bn):
+def proposed_changes(inference_mode: bool = False):
+    """Monkeypatch a proposed utils/methods.py change while the block runs (measured, not
+    adopted: no gain on the CPU); the reference pipeline does not use these classes."""
+    if not inference_mode:
         yield
         return
 
     def add_frozen(self, name, module):
-        # In place: FactorTransfer keeps its own references to the paraphrasers (the
-        # benchmark's tasks are built on copies, so nothing else sees the change).
-        add_frozen_plain(self, name, fold_batchnorm(module) if fold_bn else module)
-        if inference_mode and name == "teacher":
+        add_frozen_plain(self, name, module)
+        if name == "teacher":
             setattr(self, name, InferenceMode(getattr(self, name)))
 
     def teacher_features(self, x):
@@ -261,8 +237,7 @@ def proposed_changes(inference_mode: bool = False, fold_bn: bool = False):
 
     add_frozen_plain, features_plain = methods.Task.add_frozen, methods.ParaphraserTraining.teacher_features
     methods.Task.add_frozen = add_frozen
-    if inference_mode:
-        methods.ParaphraserTraining.teacher_features = teacher_features
+    methods.ParaphraserTraining.teacher_features = teacher_features
     try:
         yield
     finally:
@@ -296,6 +271,8 @@ class Ours:
         params = [p for m in self.task.trainable().values() for p in m.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD)
         self.sampler = BatchSampler(len(data.train_y), args.batch_size, args.seed, device)
+        if "fold_bn" in flags:
+            perf.fold_frozen_batchnorm(self.task)
         if self.channels_last:
             self.task.to(memory_format=torch.channels_last)
         compile_whole = "compile" in flags
@@ -371,6 +348,80 @@ class Reference:
         return images
 
 
+class RemoteReference:
+    """(c) in a fresh process of its own (spawned, not forked), driven over a pipe.
+
+    The child rebuilds the same data and weights from the seed; `run` returns after the
+    child's steps are done (on CUDA, synchronized), so the parent's clock times them.
+    """
+
+    label = Reference.label
+
+    def __init__(self, stage: str, device: torch.device, args):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_reference_process, args=(child, stage, device.type, vars(args)),
+                                   name=f"reference-{stage}")  # not a daemon: it starts DataLoader workers
+        self.process.start()
+        child.close()
+        self._pids, self.last_peak = [self.process.pid], 0
+        self._reply("ready")
+
+    def _reply(self, expected: str):
+        try:
+            kind, *rest = self.conn.recv()
+        except EOFError:
+            raise SystemExit(f"benchmark.py: the reference process died (exit code {self.process.exitcode})")
+        if kind == "error":
+            raise SystemExit(f"benchmark.py: the reference process failed: {rest[0]}")
+        assert kind == expected, kind
+        return rest
+
+    def pids(self) -> list[int]:
+        return self._pids
+
+    def run(self, steps: int) -> int:
+        self.conn.send(("run", steps))
+        images, self._pids, self.last_peak = self._reply("done")
+        return images
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.conn.send(("stop",))
+            self.process.join(timeout=60)
+        if self.process.is_alive():
+            self.process.kill()
+        self.conn.close()
+
+
+def _reference_process(conn, stage: str, device_type: str, options: dict) -> None:
+    """Body of RemoteReference's process: build (c), warm it up, run windows on demand."""
+    try:
+        args = argparse.Namespace(**options)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        device = torch.device(device_type)
+        data = bench_data(args)
+        mean, std = (t.flatten().tolist() for t in (data.mean, data.std))
+        pil_images = PILImages(data.train_x, data.train_y, reference_transform(mean, std))
+        reference = Reference(stage, build_networks(stage, args.seed), pil_images, device, args)
+        reference.run(args.warmup)
+        synchronize(device)
+        conn.send(("ready",))
+        while True:
+            message = conn.recv()
+            if message[0] == "stop":
+                return
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            images = reference.run(message[1])
+            synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+            conn.send(("done", images, reference.pids(), peak))
+    except Exception as error:  # reported by the parent as one line
+        conn.send(("error", f"{type(error).__name__}: {error}"))
+
+
 TRAINED = {"teacher": ["teacher"], "ce": ["student"], "paraphraser": ["paraphraser"],
            "student": ["student", "translator"]}
 
@@ -410,8 +461,8 @@ def synchronize(device: torch.device) -> None:
 class PeakMemory:
     """Peak memory while a variant runs: CUDA max allocated, or sampled process RSS on the CPU."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    def __init__(self, device: torch.device, pid: int | None = None):
+        self.device, self.pid = device, pid
         self.peak = 0
         self._stop = None
 
@@ -426,14 +477,19 @@ class PeakMemory:
 
     def _sample(self):
         page = os.sysconf("SC_PAGE_SIZE")
+        path = f"/proc/{self.pid or 'self'}/statm"
         while not self._stop.is_set():
-            with open("/proc/self/statm") as f:
-                self.peak = max(self.peak, int(f.read().split()[1]) * page)
+            try:
+                with open(path) as f:
+                    self.peak = max(self.peak, int(f.read().split()[1]) * page)
+            except OSError:  # not Linux, or the process is gone
+                return
             self._stop.wait(0.005)
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
-            self.peak = max(self.peak, torch.cuda.max_memory_allocated(self.device))
+            if self.pid is None:
+                self.peak = max(self.peak, torch.cuda.max_memory_allocated(self.device))
         else:
             self._stop.set()
             self._thread.join()
@@ -504,11 +560,14 @@ def timed(variant, steps: int, device: torch.device, args=None) -> tuple[float, 
         if attempt:
             OtherLoad.wait_for_quiet(args.max_other_load, args.max_wait, variant.pids)
         synchronize(device)
-        with PeakMemory(device) as mem, OtherLoad(variant.pids) as other:
+        remote = isinstance(variant, RemoteReference)
+        with PeakMemory(device, variant.pids()[0] if remote else None) as mem, OtherLoad(variant.pids) as other:
             start = time.perf_counter()
             images = variant.run(steps)
             synchronize(device)
             seconds = time.perf_counter() - start
+        if remote:
+            mem.peak = max(mem.peak, variant.last_peak)
         if not check or other.share <= args.max_other_load:
             break
         DISTURBED["rerun" if attempt < args.retries else "kept"] += 1
@@ -519,18 +578,19 @@ DISTURBED = {"rerun": 0, "kept": 0}
 
 
 def parse_flags(text: str) -> frozenset:
-    allowed = {"channels_last", "bf16", "compile"}
+    allowed = {"channels_last", "bf16", "compile", "fold_bn"}
     flags = frozenset(f.strip() for f in text.split(",") if f.strip())
     if flags - allowed:
         raise SystemExit(f"benchmark.py: unknown flag(s) {sorted(flags - allowed)}; use {sorted(allowed)}")
     return flags
 
 
-def candidates(args) -> list[frozenset]:
-    """(b)'s first-round candidates: every combination of channels_last and bf16."""
+def candidates(args, stage: str) -> list[frozenset]:
+    """(b)'s first-round candidates: every combination of channels_last, bf16 and (for a
+    stage with frozen networks) fold_bn."""
     if args.candidates is not None:
         return [parse_flags(c) for c in args.candidates.split(";")]
-    names = ["channels_last", "bf16"]
+    names = ["channels_last", "bf16"] + (["fold_bn"] if stage in ("paraphraser", "student") else [])
     return [frozenset(c) for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
 
 
@@ -554,7 +614,7 @@ def search_fast(stage, nets, data, device, args, default, log) -> tuple[frozense
         log(f"  {variant.label:28s} built and warmed up in {time.perf_counter() - start:.1f} s")
         return variant
 
-    pool = {"": default, **{",".join(sorted(f)): warm(f) for f in candidates(args) if f != default.flags}}
+    pool = {"": default, **{",".join(sorted(f)): warm(f) for f in candidates(args, stage) if f != default.flags}}
     trials = race(pool, args, device)
     best = max(trials, key=trials.get)
     if not args.quick and args.candidates is None and "compile" not in best:
@@ -569,7 +629,15 @@ def search_fast(stage, nets, data, device, args, default, log) -> tuple[frozense
     return parse_flags(best), {(k or "default"): v for k, v in trials.items()}
 
 
-def bench_stage(stage, data, pil_images, device, args, log) -> dict:
+def bench_stage(stage, data, device, args, log) -> dict:
+    c = RemoteReference(stage, device, args)  # first: its warm-up is not timed, ours neither
+    try:
+        return _bench_stage(stage, data, c, device, args, log)
+    finally:
+        c.close()
+
+
+def _bench_stage(stage, data, c, device, args, log) -> dict:
     nets = build_networks(stage, args.seed)
     default_flags = frozenset(["channels_last"]) if (args.try_channels_last_default and device.type == "cpu") \
         else frozenset()
@@ -582,8 +650,6 @@ def bench_stage(stage, data, pil_images, device, args, log) -> dict:
     b = a if fast_flags == default_flags else Ours(stage, nets, data, device, fast_flags, args)
     if b is not a:
         b.run(args.warmup)
-    c = Reference(stage, nets, pil_images, device, args)
-    c.run(args.warmup)
 
     variants = {"default": a, "fast": b, "reference": c}
     rates = {k: [] for k in variants}
@@ -654,13 +720,10 @@ def main(args) -> dict:
     DISTURBED.update(rerun=0, kept=0)
 
     # ------------------------------------------------------------------ data
-    if args.data_root:
-        data = load_data("folder", args.data_root)
-    else:
-        data = synthetic_data(args.synthetic_size, args.seed)
-    mean, std = (t.flatten().tolist() for t in (data.mean, data.std))
-    pil_images = PILImages(data.train_x, data.train_y, reference_transform(mean, std))
-    data = data.to(device)
+    data = bench_data(args).to(device)
+    keeps_memory = perf.keep_freed_memory() if args.keep_freed_memory else False
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     load = os.getloadavg()[0]
     if load > 0.5:
         log(f"warning: load average {load:.1f} before starting: other processes share the CPU, "
@@ -671,8 +734,8 @@ def main(args) -> dict:
     t0 = time.perf_counter()
     for stage in args.stages:
         log(f"{stage}:")
-        with proposed_changes(args.try_inference_mode, args.try_fold_bn):
-            result = bench_stage(stage, data, pil_images, device, args, log)
+        with proposed_changes(args.try_inference_mode):
+            result = bench_stage(stage, data, device, args, log)
         ips = result["images_per_s"]
         log(f"  default {ips['default']:.1f}  fast {ips['fast']:.1f} ({', '.join(result['fast_flags']) or '-'})"
             f"  reference {ips['reference']:.1f} img/s")
@@ -686,9 +749,11 @@ def main(args) -> dict:
         "data": args.data_root or f"synthetic uint8, {args.synthetic_size} images",
         "protocol": {"windows": args.windows, "window_steps": args.window_steps, "warmup": args.warmup,
                      "num_workers": args.num_workers, "quick": args.quick},
-        "proposals": {"inference_mode": args.try_inference_mode, "fold_bn": args.try_fold_bn,
+        "proposals": {"inference_mode": args.try_inference_mode,
                       "compile_split": args.try_compile_split,
                       "channels_last_default": args.try_channels_last_default},
+        "keep_freed_memory": keeps_memory,
+        "reference_process": "fresh (spawned)",
         "stages": {r["stage"]: r for r in results},
         "load_average": {"start": round(load, 2), "end": round(os.getloadavg()[0], 2)},
         "disturbed_windows": dict(DISTURBED),

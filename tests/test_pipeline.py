@@ -157,3 +157,17 @@ def test_real_cifar10_short_run_beats_chance(shared_cifar, tmp_path):
     assert teacher["test_error_last"] < 65, teacher
     assert ft["test_error_last"] < 70, ft
     assert para["recon_holdout"] < 0.5
+
+
+def test_fold_bn_run_matches_the_plain_run(stages, tmp_path):
+    """--fold-bn folds the frozen teacher's and paraphraser's BatchNorms: float32 rounding
+    only, so four steps log the same losses as the plain FT run to 1e-4."""
+    root, common = stages
+    out = tmp_path / "ft-fold"
+    run(train_student, [*common, "--method", "ft", "--arch", "resnet20", "--teacher", str(root / "teacher"),
+                        "--paraphraser", str(root / "para"), "--fold-bn", "--out", str(out)])
+    plain, folded = metrics(root / "ft"), metrics(out)
+    assert [m["iter"] for m in folded] == [2, 4]
+    for a, b in zip(folded, plain):
+        for key in ("loss_ce", "loss_ft", "test_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), (key, a, b)

@@ -108,6 +108,21 @@ def test_changed_arguments_are_named(tiny_args, tmp_path, capsys):
     assert json.loads((tmp_path / "r" / "args.json").read_text())["args"]["lr"] == 0.05
 
 
+def test_an_option_added_later_is_no_difference_while_off(tiny_args, tmp_path, capsys):
+    """A run made before an option existed (its args.json lacks it) resumes, or reports as
+    finished, while the option is off; turned on, it is a named difference."""
+    argv = tiny_args(tmp_path / "r", "--method", "ce", "--iters", "2")
+    train_student.main(train_student.get_args_parser().parse_args(argv))
+    saved = json.loads((tmp_path / "r" / "args.json").read_text())
+    del saved["args"]["fold_bn"]
+    (tmp_path / "r" / "args.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    train_student.main(train_student.get_args_parser().parse_args(argv))  # no UserError
+    assert "is finished" in capsys.readouterr().err
+    code, err = cli(train_student, [*argv, "--fold-bn"], capsys)
+    assert code == 2 and "--fold-bn None -> True" in err
+
+
 def test_cli_subprocess_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "train_teacher.py", "--arch", "nonet", "--out", str(tmp_path / "o")],
                           cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -65,6 +65,9 @@ def add_run_args(parser: argparse.ArgumentParser, *, eval_every: int = 1000) -> 
                    help="bf16 autocast for forward passes (default: none, fp32)")
     g.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     g.add_argument("--compile", action="store_true", help="torch.compile the training step's modules")
+    g.add_argument("--fold-bn", action="store_true",
+                   help="fold the frozen teacher's / paraphraser's BatchNorms into their convolutions "
+                        "(same function, float32 rounding differs)")
 
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:

@@ -114,7 +114,9 @@ class RunDir:
         except (ValueError, KeyError):
             raise UserError(f"{saved_path} is unreadable; pass --force to start this run afresh") from None
         keys = (set(saved) | set(self.args)) - RESUME_FREE_ARGS
-        differ = sorted(k for k in keys if saved.get(k) != self.args.get(k))
+        # An option added after the run was made is no difference while it is off.
+        differ = sorted(k for k in keys if saved.get(k) != self.args.get(k)
+                        and not (k not in saved and self.args.get(k) in (None, False)))
         if differ:
             listing = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} -> {self.args.get(k)!r}"
                                 for k in differ)

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from utils import distributed
+from utils import distributed, perf
 from utils.data import BatchSampler, ImageData, train_batch
 from utils.errors import UserError
 from utils.run import RunDir
@@ -239,6 +239,7 @@ def data_device(data) -> torch.device:
 
 def _fit(stage: Stage, data, run: RunDir, args) -> dict:
     device = data_device(data)
+    perf.configure_backends(device)
     main = distributed.is_main()
     if distributed.active() and getattr(args, "sync_bn", False):
         for module in stage.trainable.values():
@@ -246,6 +247,8 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
     params = [p for m in stage.trainable.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.wd)
     next_batch = batch_source(data, args.batch_size, args.seed, stage.augment)
+    if getattr(args, "fold_bn", False):
+        perf.fold_frozen_batchnorm(stage.task)
     if args.channels_last:
         stage.task.to(memory_format=torch.channels_last)
     forward = stage.task
