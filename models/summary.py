@@ -19,8 +19,9 @@ def count_params(model: nn.Module) -> int:
 def count_macs(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) -> int:
     """Multiply-adds of every Conv2d and Linear in one forward pass.
 
-    Conv: output elements * (in_channels / groups) * kh * kw; Linear: in * out
-    per output row. BN, ReLU, pooling and additions are not counted, the
+    Conv: output elements * (in_channels / groups) * kh * kw; transposed conv:
+    input elements * (out_channels / groups) * kh * kw; Linear: in * out per
+    output row. BN, ReLU, pooling and additions are not counted, the
     convention of the published ResNet figures (40.55M for ResNet-20).
     """
     total = 0
@@ -30,6 +31,11 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) -
         kh, kw = m.kernel_size
         total += out.numel() * (m.in_channels // m.groups) * kh * kw
 
+    def transposed_hook(m: nn.ConvTranspose2d, inputs, out) -> None:
+        nonlocal total
+        kh, kw = m.kernel_size
+        total += inputs[0].numel() * (m.out_channels // m.groups) * kh * kw
+
     def linear_hook(m: nn.Linear, inputs, out) -> None:
         nonlocal total
         total += (out.numel() // m.out_features) * m.in_features * m.out_features
@@ -38,6 +44,8 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) -
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.ConvTranspose2d):
+            handles.append(m.register_forward_hook(transposed_hook))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(linear_hook))
     was_training = model.training

@@ -1,0 +1,71 @@
+"""scripts/estimate.py: table wall time from a run list and a benchmark."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models import build_model
+from models.summary import count_macs
+from paraphraser import Paraphraser
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import estimate  # noqa: E402
+
+BENCH = {"device": "test", "stages": {
+    "teacher": {"images_per_s": {"default": 100.0, "fast": 200.0}},
+    "paraphraser": {"images_per_s": {"default": 400.0, "fast": 800.0}},
+    "student": {"images_per_s": {"default": 200.0, "fast": 400.0}}}}
+
+TEACHER = "python train_teacher.py --arch resnet56 --dataset cifar10 --iters 1000 --out runs/c10/teacher-resnet56-s0"
+PARA = "python train_paraphraser.py --teacher runs/c10/teacher-resnet56-s0 --k 0.5 --out runs/c10/para-resnet56-k0.5-s0"
+FT = ("python train_student.py --method ft --arch resnet20 --teacher runs/c10/teacher-resnet56-s0 "
+      "--paraphraser runs/c10/para-resnet56-k0.5-s0 --iters 1000 --out runs/c10/ft-s0")
+CE = "python train_student.py --method ce --arch resnet20 --iters 1000 --out runs/c10/ce-resnet20-s0"
+
+
+def test_transposed_convolutions_are_counted():
+    # Stride-1 3x3 layers: each decoder layer mirrors an encoder layer's multiply-adds.
+    para = Paraphraser(64, k=0.5)
+    assert count_macs(para, (1, 64, 8, 8)) == 2 * count_macs(para.encoder, (1, 64, 8, 8)) > 0
+
+
+def test_the_benchmarked_runs_take_the_benchmarked_time():
+    # A run of a benchmarked stage takes images / (benchmark images/s), whatever its MACs.
+    assert estimate.estimate([TEACHER], BENCH)["total_seconds"] == pytest.approx(1000 * 128 / 100.0)
+    assert estimate.estimate([FT], BENCH)["total_seconds"] == pytest.approx(1000 * 128 / 200.0)
+    assert estimate.estimate([FT], BENCH, "fast")["total_seconds"] == pytest.approx(1000 * 128 / 400.0)
+    # The paraphraser's default schedule is 30 epochs of 391 steps.
+    assert estimate.estimate([PARA], BENCH)["total_seconds"] == pytest.approx(30 * 391 * 128 / 400.0)
+
+
+def test_costs_scale_with_the_networks():
+    r20, r56 = count_macs(build_model("resnet20", 10)), count_macs(build_model("resnet56", 10))
+    ce = estimate.estimate([CE], BENCH)["total_seconds"]
+    assert ce == pytest.approx(1000 * 128 / 200.0 * 3 * r20 / (3 * r20 + r56))
+    bigger = estimate.estimate([TEACHER.replace("resnet56", "resnet110")], BENCH)["total_seconds"]
+    assert bigger == pytest.approx(1000 * 128 / 100.0 * count_macs(build_model("resnet110", 10)) / r56)
+
+
+def test_finished_runs_and_imagenet():
+    result = estimate.estimate(["# finished: " + TEACHER, FT], BENCH)
+    assert result["runs"] == 1 and result["seconds"]["teacher"] == 0
+    with pytest.raises(ValueError, match="ImageNet"):
+        estimate.parse_run(TEACHER.replace("cifar10", "imagenet"))
+
+
+def test_a_table_is_listed_by_its_own_script(tmp_path):
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps(BENCH))
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "estimate.py"), "--table", "7",
+                          "--bench", str(bench), "--json"], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "SEEDS": "1", "RUNS": str(tmp_path / "runs")},
+                         cwd=ROOT, check=True)
+    listed = subprocess.run(["bash", "scripts/table7.sh"], capture_output=True, text=True, cwd=ROOT,
+                            env={"PATH": "/usr/bin:/bin", "SEEDS": "1", "DRY_RUN": "1",
+                                 "RUNS": str(tmp_path / "runs")}, check=True).stdout
+    result = json.loads(out.stdout)
+    assert result["runs"] == sum(".py" in line for line in listed.splitlines()) > 0
+    assert result["total_seconds"] > 0
