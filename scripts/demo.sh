@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A short demonstration of the three stages plus the student alone (CIFAR-10,
-# ResNet-56 teacher -> ResNet-20 student, k = 0.5, beta = 500), about 15 minutes on
+# ResNet-56 teacher -> ResNet-20 student, k = 0.5, beta = 500), about 10 minutes on
 # 2 CPU cores.  It installs what it needs into ./.venv first.
 #
 #   bash scripts/demo.sh                       # CIFAR-10 via torchvision (downloads into ./data)
