@@ -197,7 +197,10 @@ class RunIndex:
 
 
 def _setting(args: dict, exclude: set) -> dict:
-    return {k: v for k, v in args.items() if k not in PER_RUN_ARGS | SCALE_ARGS | exclude}
+    """The arguments that must agree for runs to share a cell.  An option that is off (None or
+    False) counts as absent, so a run made before the option existed shares its cell."""
+    return {k: v for k, v in args.items()
+            if k not in PER_RUN_ARGS | SCALE_ARGS | exclude and v is not None and v is not False}
 
 
 def describe(run: Run, index: RunIndex) -> None:

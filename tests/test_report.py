@@ -183,6 +183,21 @@ def test_conflicting_settings_are_not_averaged(tmp_path):
     assert "runs differ in beta=500.0; beta=1000.0" in text
 
 
+def test_an_option_added_later_is_no_difference_while_off(tmp_path):
+    # Seed 0 was trained before --fold-bn existed (no key), seed 1 with it off: one cell, n = 2.
+    root = tmp_path / "runs"
+    t = teacher(root, "t", "resnet56", 0, 6.0)
+    p = para(root, "p", t, 0)
+    student(root, "a", "ft", "resnet20", 0, 7.0, t, p)
+    student(root, "b", "ft", "resnet20", 1, 8.0, t, p, fold_bn=False)
+    assert cells(table_lines(markdown(root, "--table", "7"), "CIFAR-10")[0])[5] == "7.50 ± 0.71 (n=2)"
+    # Turned on, it is a different setting again.
+    student(root, "c", "ft", "resnet20", 2, 9.0, t, p, fold_bn=True)
+    text = markdown(root, "--table", "7")
+    assert cells(table_lines(text, "CIFAR-10")[0])[5] == "conflict (2 settings)"
+    assert "fold_bn=True" in text
+
+
 def test_scales_make_sections_and_teacher_warning(tmp_path):
     root = tmp_path / "runs"
     for iters, t_iters, err in ((3000, 12000, 20.0), (3000, 3000, 22.0)):
