@@ -242,7 +242,8 @@ def describe(run: Run, index: RunIndex) -> None:
     if para:
         run.setting.update({f"paraphraser.{k}": v for k, v in pa.items()
                             if k not in PER_RUN_ARGS | {"k", "kind", "layers", "dataset",
-                                                        "train_subset", "test_subset"}})
+                                                        "train_subset", "test_subset"}
+                            and v is not None and v is not False})
 
 
 # ----------------------------------------------------------------------------- aggregation

@@ -188,8 +188,9 @@ def test_an_option_added_later_is_no_difference_while_off(tmp_path):
     root = tmp_path / "runs"
     t = teacher(root, "t", "resnet56", 0, 6.0)
     p = para(root, "p", t, 0)
+    p1 = para(root, "p1", t, 1, fold_bn=False)
     student(root, "a", "ft", "resnet20", 0, 7.0, t, p)
-    student(root, "b", "ft", "resnet20", 1, 8.0, t, p, fold_bn=False)
+    student(root, "b", "ft", "resnet20", 1, 8.0, t, p1, fold_bn=False)
     assert cells(table_lines(markdown(root, "--table", "7"), "CIFAR-10")[0])[5] == "7.50 ± 0.71 (n=2)"
     # Turned on, it is a different setting again.
     student(root, "c", "ft", "resnet20", 2, 9.0, t, p, fold_bn=True)
