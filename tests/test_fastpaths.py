@@ -4,6 +4,7 @@ benchmark's reference pipeline computes our loss, the proposed inference-mode te
 gives the same step, and the benchmark itself runs."""
 
 import json
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -136,31 +137,34 @@ KEEP_FREED = textwrap.dedent("""
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
     faults = []
-    for step in range(8):
+    for step in range(16):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         loss = torch.nn.functional.cross_entropy(model(x)[0], y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    print(sum(faults[2:]))
+    print(" ".join(map(str, faults[4:])))
 """)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc: Linux only")
 def test_keep_freed_memory_stops_refaulting_freed_blocks():
     """Training steps of a ResNet-20 (batch 64): without the setting, glibc hands freed
-    activations back to the kernel and later steps page-fault them in again (tens of
-    thousands of faults over six steps); with it, later steps reuse them and hardly
-    fault.  In a subprocess: the setting is process-wide and cannot be undone."""
+    activations back to the kernel and later steps page-fault them in again (thousands of
+    faults per step); with it, later steps reuse them and most fault no page at all.  The
+    per-step median, not the sum: a step may still grow the heap once (a one-off burst of a
+    few thousand faults), which says nothing about refaulting.  In a subprocess: the
+    setting is process-wide and cannot be undone."""
     def faults(mode):
         out = subprocess.run([sys.executable, "-c", KEEP_FREED, mode], capture_output=True, text=True,
                              check=True, cwd=str(Path(__file__).resolve().parent.parent))
-        return int(out.stdout.strip())
+        return [int(n) for n in out.stdout.split()]
 
     off, on = faults("off"), faults("on")
-    assert off > 5_000
-    assert on < off / 4
+    assert len(off) == len(on) == 12
+    assert statistics.median(on) <= 64, on
+    assert statistics.mean(off) >= 500, off
 
 
 @pytest.mark.parametrize("stage", ["teacher", "paraphraser", "student"])
