@@ -275,6 +275,8 @@ class Ours:
             perf.fold_frozen_batchnorm(self.task)
         if self.channels_last:
             self.task.to(memory_format=torch.channels_last)
+        elif device.type == "cpu" and "compile" not in flags:
+            perf.exact_channels_last_stem(self.task)
         compile_whole = "compile" in flags
         if compile_whole and args.try_compile_split:
             compile_split(self.task)

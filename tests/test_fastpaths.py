@@ -1,8 +1,10 @@
 """Fast paths change speed, not results: bf16, channels-last and folded-BN runs end near
 the fp32 run, keeping freed memory changes no number and stops the page faults, the
+probe-guarded channels-last stem of frozen networks changes no bit, the
 benchmark's reference pipeline computes our loss, the proposed inference-mode teacher
 gives the same step, and the benchmark itself runs."""
 
+import copy
 import json
 import statistics
 import subprocess
@@ -48,10 +50,13 @@ def tiny_ft_task(seed: int = 0) -> FactorTransfer:
     return FactorTransfer(student, Translator(64, paraphraser.factor_channels), teacher, paraphraser.eval())
 
 
-def short_run(amp: str = "none", channels_last: bool = False, steps: int = 8, fold_bn: bool = False) -> list[float]:
+def short_run(amp: str = "none", channels_last: bool = False, steps: int = 8, fold_bn: bool = False,
+              exact_stem: bool = False) -> list[float]:
     """`fit`'s step sequence (train_batch + make_step) on random images; the total loss per step."""
     data = benchmark.synthetic_data(256, seed=0)
     task = tiny_ft_task().train()
+    if exact_stem:
+        assert perf.exact_channels_last_stem(task) == ["teacher"]
     if fold_bn:
         perf.fold_frozen_batchnorm(task)
         assert any(isinstance(m, torch.nn.BatchNorm2d) for m in task.student.modules())  # trained: kept
@@ -124,6 +129,81 @@ def test_folding_keeps_each_frozen_network_s_function():
         torch.testing.assert_close(task.paraphraser.encode(feat), plain.paraphraser.encode(feat), **tol)
         torch.testing.assert_close(task.paraphraser(feat), plain.paraphraser(feat), **tol)
     assert all(not p.requires_grad for name in ("teacher", "paraphraser") for p in getattr(task, name).parameters())
+
+
+class _LayoutSensitive(torch.nn.Module):
+    """Adds 1e-3 where its input is channels-last: a first group whose layouts disagree."""
+
+    def forward(self, x):
+        return x + 1e-3 * float(x.is_contiguous(memory_format=torch.channels_last)
+                                and not x.is_contiguous())
+
+
+@pytest.fixture
+def stem_always_faster(monkeypatch):
+    """The probe's clock says channels-last wins (as on the AVX-512 machine the README
+    measured): what decides is then the bit-for-bit comparison alone."""
+    ticks = iter([2.0, 1.0] * 100)  # plain, fast, plain, fast, ...
+    monkeypatch.setattr(perf, "_seconds", lambda fn: (fn(), next(ticks))[1])
+
+
+def test_exact_stem_changes_no_bit_and_leaves_features_nchw(stem_always_faster):
+    """Whatever the probe decides on this machine, the frozen teacher's logits and features
+    are those of the plain network, every shape is probed once, and features leave NCHW."""
+    task, plain = tiny_ft_task(), tiny_ft_task()
+    assert perf.exact_channels_last_stem(task) == ["teacher"]
+    teacher, hooks = task.teacher.eval(), task.teacher._exact_stem
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for n in (8, 5, 8):
+            x = torch.randn(n, 3, 32, 32, generator=gen)
+            logits, feats = teacher(x)
+            ref_logits, ref_feats = plain.teacher.eval()(x)
+            assert torch.equal(logits, ref_logits)
+            assert all(torch.equal(f, g) and f.is_contiguous() for f, g in zip(feats, ref_feats))
+    assert sorted(key[0] for key in hooks.verdicts) == [(5, 3, 32, 32), (8, 3, 32, 32)]
+
+
+def test_exact_stem_refuses_a_layout_that_changes_bits(stem_always_faster):
+    task = tiny_ft_task()
+    task.teacher.groups[0].append(_LayoutSensitive())
+    plain = copy.deepcopy(task.teacher).eval()
+    perf.exact_channels_last_stem(task)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        out = task.teacher.eval()(x)
+    assert list(task.teacher._exact_stem.verdicts.values()) == [False]
+    with torch.no_grad():
+        assert perf._identical(out, plain(x))
+
+
+def test_exact_stem_refuses_a_layout_that_is_slower(monkeypatch):
+    ticks = iter([1.0, 2.0] * 100)  # channels-last slower
+    monkeypatch.setattr(perf, "_seconds", lambda fn: (fn(), next(ticks))[1])
+    task = tiny_ft_task()
+    perf.exact_channels_last_stem(task)
+    with torch.no_grad():
+        task.teacher.eval()(torch.randn(4, 3, 32, 32))
+    assert list(task.teacher._exact_stem.verdicts.values()) == [False]
+
+
+def test_exact_stem_stays_out_of_training_and_autograd(monkeypatch):
+    task = tiny_ft_task()
+    perf.exact_channels_last_stem(task)
+    x = torch.randn(4, 3, 32, 32)
+    task.teacher.train()(x)  # training mode
+    with torch.no_grad():
+        task.teacher(x)
+    task.teacher.eval()(x)  # autograd on
+    assert task.teacher._exact_stem.verdicts == {}
+    monkeypatch.setenv("FT_EXACT_LAYOUT", "0")
+    assert perf.exact_channels_last_stem(tiny_ft_task()) == []
+
+
+def test_exact_stem_run_equals_the_plain_run(fp32_run, stem_always_faster):
+    """fit's steps with the stem on (the training scripts' CPU default) give the plain
+    run's losses to the last bit."""
+    assert short_run(exact_stem=True) == fp32_run
 
 
 KEEP_FREED = textwrap.dedent("""

@@ -117,3 +117,26 @@ def test_wrn_pattern_and_errors():
         build_model("resnet19", 10)
     with pytest.raises(ValueError, match="6n\\+4"):
         build_model("wrn_30_2", 10)
+
+
+def test_basic_block_in_place_ops_compute_the_out_of_place_block():
+    """BasicBlock's in-place ReLU and add give, bit for bit, relu(bn2(conv2(relu(bn1(conv1 x))))
+    + shortcut(x)) and its gradients, in training mode (batch statistics) and in eval mode."""
+    import torch.nn.functional as F
+    from models.resnet_cifar import BasicBlock
+
+    torch.manual_seed(0)
+    for shortcut, stride, cin in (("conv", 2, 8), ("pad", 2, 8), ("conv", 1, 16)):
+        block = BasicBlock(cin, 16, stride, shortcut)
+        for mode in (True, False):
+            block.train(mode)
+            x = torch.randn(4, cin, 16, 16, requires_grad=True)
+            g = torch.randn(4, 16, 16 // stride, 16 // stride)
+            state = {k: v.clone() for k, v in block.state_dict().items()}
+            out = block(x)
+            grads = torch.autograd.grad(out, [x, *block.parameters()], g)
+            block.load_state_dict(state)  # the same running statistics for the reference
+            ref = F.relu(block.bn2(block.conv2(F.relu(block.bn1(block.conv1(x))))) + block.shortcut(x))
+            ref_grads = torch.autograd.grad(ref, [x, *block.parameters()], g)
+            assert torch.equal(out, ref)
+            assert all(torch.equal(a, b) for a, b in zip(grads, ref_grads))

@@ -251,6 +251,8 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
         perf.fold_frozen_batchnorm(stage.task)
     if args.channels_last:
         stage.task.to(memory_format=torch.channels_last)
+    elif device.type == "cpu" and not args.compile:
+        perf.exact_channels_last_stem(stage.task)
     forward = stage.task
     if distributed.active():
         if hasattr(stage.task, "auxiliary_step"):
