@@ -17,6 +17,7 @@ Three ways of running the same networks with the same weights:
   (c) reference the authors' pipeline: a DataLoader with worker processes over PIL images
                 (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize),
                 teacher and paraphraser run with autograd on (outputs detached), fp32 NCHW,
+                the ResNet blocks with their op sequence (out-of-place ReLUs, in-place add),
                 the translator with its own SGD optimizer, `loss.item()` every step.  It runs
                 in a fresh process of its own (as their script does), so that nothing (a)
                 and (b) do to this process (utils.perf's allocator setting, the heap they
@@ -42,6 +43,7 @@ import statistics
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -51,6 +53,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import build_model  # noqa: E402
+from models.resnet_cifar import BasicBlock  # noqa: E402
 from paraphraser import Paraphraser  # noqa: E402
 from translator import Translator  # noqa: E402
 from utils import methods, perf  # noqa: E402
@@ -434,7 +437,21 @@ def reference_networks(stage: str, nets: dict[str, nn.Module], device: torch.dev
     n = {k: copy.deepcopy(v).to(device).train(k in TRAINED[stage]) for k, v in nets.items()}
     for module in n.values():
         module.requires_grad_(True)
+        for m in module.modules():
+            if isinstance(m, BasicBlock):
+                m.forward = types.MethodType(_authors_block_forward, m)
+            elif isinstance(m, nn.ReLU):
+                m.inplace = False
     return n
+
+
+def _authors_block_forward(block, x):
+    """A CIFAR ResNet block as the authors' ResNet runs it: the same layers, but each ReLU
+    writes a new tensor (ours work in place); the residual add is in place in both."""
+    out = F.relu(block.bn1(block.conv1(x)))
+    out = block.bn2(block.conv2(out))
+    out += block.shortcut(x)
+    return F.relu(out)
 
 
 def reference_loss(stage: str, nets: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

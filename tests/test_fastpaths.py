@@ -321,3 +321,31 @@ def test_targets_are_judged_on_the_measured_ratios():
         [dict(r, images_per_s=dict(default=1, fast=1, reference=1), fast_flags=[],
               peak_memory_mb=dict(default=1, fast=1, reference=1)) for r in results],
         "cpu", benchmark.check_targets(results, "cpu"))
+
+
+def test_reference_runs_the_authors_op_sequence():
+    """(c) runs ReLUs out of place and the residual add in place, as the authors' ResNet
+    does; our networks run all three in place.  Counted at the ATen level."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops[func.__name__.split(".")[0]] += 1
+            return func(*args, **(kwargs or {}))
+
+    nets = {"teacher": CifarResNet(8).eval()}  # stem + 3 blocks; eval: no running-statistics updates
+    ref = benchmark.reference_networks("teacher", nets, CPU)["teacher"].eval()
+    x = torch.randn(2, 3, 32, 32)
+    counts = {}
+    for name, net in (("ours", nets["teacher"]), ("reference", ref)):
+        with Count() as mode:
+            net(x)
+        counts[name] = {op: mode.ops[op] for op in ("relu", "relu_", "add", "add_")}
+    assert counts["ours"] == {"relu": 0, "relu_": 7, "add": 0, "add_": 3}
+    assert counts["reference"] == {"relu": 7, "relu_": 0, "add": 0, "add_": 3}
