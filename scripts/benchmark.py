@@ -16,9 +16,13 @@ Three ways of running the same networks with the same weights:
                 --fold-bn / --compile found on this device (searched per stage, or given by --fast)
   (c) reference the authors' pipeline: a DataLoader with worker processes over PIL images
                 (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize),
-                teacher and paraphraser run with autograd on (outputs detached), fp32 NCHW,
-                the ResNet blocks with their op sequence (out-of-place ReLUs, in-place add),
-                the translator with its own SGD optimizer, `loss.item()` every step.  It runs
+                teacher and paraphraser run with autograd on, fp32 NCHW, the ResNet blocks
+                with their op sequence (out-of-place ReLUs, in-place add), the translator with
+                its own SGD optimizer, 4 DataLoader workers, `loss.item()` and the training
+                accuracy read back every step, on CUDA cuDNN in deterministic mode without its
+                autotuner (all as their three scripts do).  Their paraphraser script feeds the
+                teacher's feature to the paraphraser undetached, so its backward runs on
+                through the frozen teacher (gradients nothing uses): (c) does that too.  It runs
                 in a fresh process of its own (as their script does), so that nothing (a)
                 and (b) do to this process (utils.perf's allocator setting, the heap they
                 leave) speeds it up or slows it down.
@@ -96,8 +100,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "--quick: 1; 0 neither waits nor re-runs)")
     parser.add_argument("--max-wait", type=float, default=30.0,
                         help="seconds a window waits for the machine to be quiet (default: 30; --quick: 3)")
-    parser.add_argument("--num-workers", type=int, default=2,
-                        help="DataLoader workers of the reference pipeline (default: 2)")
+    parser.add_argument("--num-workers", type=int, default=4,
+                        help="DataLoader workers of the reference pipeline (default: 4, their scripts')")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads (default: torch's own, one per core)")
     parser.add_argument("--data-root", default=None,
@@ -335,7 +339,7 @@ class Reference:
             return next(self.batches)
 
     def loss(self, x, y):
-        return reference_loss(self.stage, self.nets, x, y)
+        return reference_loss(self.stage, self.nets, x, y)[0]
 
     def run(self, steps: int) -> int:
         images = 0
@@ -344,11 +348,13 @@ class Reference:
             x, y = x.to(self.device), y.to(self.device)
             for opt in self.optimizers:
                 opt.zero_grad()
-            loss = self.loss(x, y)
+            loss, logits = reference_loss(self.stage, self.nets, x, y)
             loss.backward()
             for opt in self.optimizers:
                 opt.step()
-            loss.item()  # their scripts log the running loss every step
+            loss.item()  # their scripts log the running loss every step,
+            if logits is not None:  # and the teacher's and student's the training accuracy
+                logits.detach().max(1)[1].eq(y).cpu().sum().float().item()
             images += len(y)
         return images
 
@@ -406,6 +412,8 @@ def _reference_process(conn, stage: str, device_type: str, options: dict) -> Non
         if args.threads:
             torch.set_num_threads(args.threads)
         device = torch.device(device_type)
+        if device.type == "cuda":  # their scripts' settings
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         data = bench_data(args)
         mean, std = (t.flatten().tolist() for t in (data.mean, data.std))
         pil_images = PILImages(data.train_x, data.train_y, reference_transform(mean, std))
@@ -454,20 +462,22 @@ def _authors_block_forward(block, x):
     return F.relu(out)
 
 
-def reference_loss(stage: str, nets: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One step's loss written as the authors' scripts compute it (autograd on throughout)."""
+def reference_loss(stage: str, nets: dict[str, nn.Module], x: torch.Tensor,
+                   y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One step's loss written as the authors' scripts compute it (autograd on throughout),
+    and the logits whose accuracy they log (None for the paraphraser)."""
     if stage in ("teacher", "ce"):
-        net = nets["teacher" if stage == "teacher" else "student"]
-        return nn.CrossEntropyLoss()(net(x)[0], y)
+        logits = nets["teacher" if stage == "teacher" else "student"](x)[0]
+        return nn.CrossEntropyLoss()(logits, y), logits
     feat_t = nets["teacher"](x)[1][-1]
-    if stage == "paraphraser":
-        return nn.L1Loss()(nets["paraphraser"](feat_t.detach()), feat_t.detach())
+    if stage == "paraphraser":  # the paraphraser's input is not detached (module docstring)
+        return nn.L1Loss()(nets["paraphraser"](feat_t), feat_t.detach()), None
     factor_t = nets["paraphraser"].encode(feat_t)
     logits, feats_s = nets["student"](x)
     factor_s = nets["translator"](feats_s[-1])
     b = x.shape[0]
     ft = nn.L1Loss()(F.normalize(factor_s.view(b, -1)), F.normalize(factor_t.view(b, -1).detach()))
-    return nn.CrossEntropyLoss()(logits, y) + BETA * ft
+    return nn.CrossEntropyLoss()(logits, y) + BETA * ft, logits
 
 
 # ============================================================================ measuring

@@ -258,7 +258,8 @@ def test_reference_pipeline_computes_our_loss(stage):
     x, y = torch.randn(8, 3, 32, 32, generator=gen), torch.randint(0, 10, (8,), generator=gen)
     _, losses = task(x, y)
     ours = sum(losses.values())
-    theirs = benchmark.reference_loss(stage, ref, x, y)
+    theirs, logits = benchmark.reference_loss(stage, ref, x, y)
+    assert (logits is None) == (stage == "paraphraser")
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
     # and the gradients the step applies agree as well
     ours.backward()
@@ -267,6 +268,13 @@ def test_reference_pipeline_computes_our_loss(stage):
         for (key, p), q in zip(getattr(task, name if stage != "teacher" else "model").named_parameters(),
                                ref[name].parameters()):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=f"{name}.{key}")
+    # their paraphraser step backpropagates on into the frozen teacher; their student step does not
+    teacher_grads = [p.grad for p in ref["teacher"].parameters()] if stage != "teacher" else []
+    if stage == "paraphraser":
+        stem_grad = ref["teacher"].stem[0].weight.grad  # down to the first convolution
+        assert stem_grad is not None and stem_grad.abs().sum() > 0
+    else:
+        assert all(g is None for g in teacher_grads)
 
 
 @pytest.mark.parametrize("proposal", ["inference_mode"])
