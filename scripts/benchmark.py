@@ -48,6 +48,7 @@ import sys
 import threading
 import time
 import types
+import warnings
 from pathlib import Path
 
 import torch
@@ -409,6 +410,7 @@ def _reference_process(conn, stage: str, device_type: str, options: dict) -> Non
     """Body of RemoteReference's process: build (c), warm it up, run windows on demand."""
     try:
         args = argparse.Namespace(**options)
+        warnings.filterwarnings("ignore")  # as their scripts do (DataLoader: 4 workers > 2 cores)
         if args.threads:
             torch.set_num_threads(args.threads)
         device = torch.device(device_type)
