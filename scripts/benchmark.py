@@ -426,6 +426,7 @@ def _reference_process(conn, stage: str, device_type: str, options: dict) -> Non
         while True:
             message = conn.recv()
             if message[0] == "stop":
+                reference.batches = iter(())  # shut the DataLoader's workers down before leaving
                 return
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)

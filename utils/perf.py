@@ -36,6 +36,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import time
 
 import torch
 from torch import nn
@@ -118,7 +119,6 @@ class _ExactChannelsLastStem:
     def __init__(self, model: nn.Module):
         self.verdicts: dict[tuple, bool] = {}
         self._probing = False
-        self._cl_input = False
         model.register_forward_pre_hook(self._enter)
         model.groups[0].register_forward_hook(self._leave)
 
@@ -127,7 +127,7 @@ class _ExactChannelsLastStem:
         if (self._probing or torch.is_grad_enabled() or model.training or not isinstance(x, torch.Tensor)
                 or x.dim() != 4 or x.device.type != "cpu" or not x.is_contiguous()):
             return None
-        key = (tuple(x.shape), x.dtype, torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))
+        key = (tuple(x.shape), x.dtype, *_cpu_autocast())
         if key not in self.verdicts:
             self.verdicts[key] = self._probe(model, args)
         if self.verdicts[key]:
@@ -155,9 +155,14 @@ class _ExactChannelsLastStem:
         return None
 
 
-def _seconds(fn) -> float:
-    import time
+def _cpu_autocast() -> tuple:
+    try:
+        return torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    except (TypeError, AttributeError):  # torch < 2.4's spelling
+        return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
 
+
+def _seconds(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
