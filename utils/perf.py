@@ -191,4 +191,3 @@ def exact_channels_last_stem(task: nn.Module) -> list[str]:
             model._exact_stem = _ExactChannelsLastStem(model)
             done.append(name)
     return done
-
