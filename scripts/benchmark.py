@@ -321,8 +321,12 @@ class Reference:
     def __init__(self, stage, nets, pil_images: PILImages, device, args):
         self.stage, self.device = stage, device
         self.nets = n = reference_networks(stage, nets, device)
+        # Workers forked, as a script started from the shell gets them on Linux (this process
+        # is spawned, and would otherwise spawn them too, each unpickling the whole dataset).
+        context = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
         self.loader = torch.utils.data.DataLoader(pil_images, batch_size=args.batch_size, shuffle=True,
-                                                  num_workers=args.num_workers)
+                                                  num_workers=args.num_workers,
+                                                  multiprocessing_context=context if args.num_workers else None)
         self.batches = iter(())
         # One optimizer per trained network: the translator has its own, as in their script.
         self.optimizers = [torch.optim.SGD(n[name].parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
