@@ -279,12 +279,7 @@ class Ours:
         params = [p for m in self.task.trainable().values() for p in m.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD)
         self.sampler = BatchSampler(len(data.train_y), args.batch_size, args.seed, device)
-        if "fold_bn" in flags:
-            perf.fold_frozen_batchnorm(self.task)
-        if self.channels_last:
-            self.task.to(memory_format=torch.channels_last)
-        elif device.type == "cpu" and "compile" not in flags:
-            perf.exact_channels_last_stem(self.task)
+        perf.prepare_task(self.task, device, "fold_bn" in flags, self.channels_last, "compile" in flags)
         compile_whole = "compile" in flags
         if compile_whole and args.try_compile_split:
             compile_split(self.task)
@@ -342,9 +337,6 @@ class Reference:
         except StopIteration:  # a new epoch: the DataLoader starts its workers again
             self.batches = iter(self.loader)
             return next(self.batches)
-
-    def loss(self, x, y):
-        return reference_loss(self.stage, self.nets, x, y)[0]
 
     def run(self, steps: int) -> int:
         images = 0

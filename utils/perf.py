@@ -26,6 +26,9 @@ the first forward of each input shape runs both ways, compares every output bit 
 bit and times both; a shape takes the channels-last path only if its outputs were
 identical and it was faster.
 
+`prepare_task(task, device, ...)` applies these to a task before training: what `fit`
+does, and what the benchmark times as `fit`'s step.
+
 `configure_backends(device)`: on CUDA, cuDNN's autotuner picks the fastest convolution
 algorithm for each shape (the shapes of a CIFAR run never change).
 """
@@ -191,3 +194,16 @@ def exact_channels_last_stem(task: nn.Module) -> list[str]:
             model._exact_stem = _ExactChannelsLastStem(model)
             done.append(name)
     return done
+
+
+def prepare_task(task: nn.Module, device: torch.device, fold_bn: bool = False,
+                 channels_last: bool = False, compile: bool = False) -> None:
+    """A task's modules as `fit` trains them: frozen BNs folded (--fold-bn), the whole task
+    channels-last (--channels-last), else, on the CPU and not compiled, the probe-guarded
+    channels-last stem of its frozen networks."""
+    if fold_bn:
+        fold_frozen_batchnorm(task)
+    if channels_last:
+        task.to(memory_format=torch.channels_last)
+    elif device.type == "cpu" and not compile:
+        exact_channels_last_stem(task)

@@ -247,12 +247,7 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
     params = [p for m in stage.trainable.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.wd)
     next_batch = batch_source(data, args.batch_size, args.seed, stage.augment)
-    if getattr(args, "fold_bn", False):
-        perf.fold_frozen_batchnorm(stage.task)
-    if args.channels_last:
-        stage.task.to(memory_format=torch.channels_last)
-    elif device.type == "cpu" and not args.compile:
-        perf.exact_channels_last_stem(stage.task)
+    perf.prepare_task(stage.task, device, getattr(args, "fold_bn", False), args.channels_last, args.compile)
     forward = stage.task
     if distributed.active():
         if hasattr(stage.task, "auxiliary_step"):
