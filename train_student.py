@@ -20,6 +20,7 @@ from models import build_model, check_model_name
 from utils.checkpoint import check_same_data, fingerprint, load_classifier, load_paraphraser
 from utils.cli import add_data_args, add_run_args, add_schedule_args, check_positive, check_schedule, run_main
 from utils.errors import UserError
+from utils.losses import FACT_REDUCTIONS, KD_FORMS
 from utils.methods import KD, METHODS, Frozen
 from utils.train import (Stage, classification_metrics, fit, load_training_data, open_run, resolve_device,
                          sample_input)
@@ -56,6 +57,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-translator", action="store_true",
                    help="Table 4 ablation: the student's own group output is matched to the factor "
                         "(needs kC_t = C_s, i.e. a paraphraser trained with k = C_s / C_t)")
+    g.add_argument("--translator-layers", type=int, default=None, choices=(1, 2, 3),
+                   help="translator convolutions (Sec. 3.2: three, like the paraphraser's encoder). "
+                        "Table 4's depth ablation varies the paraphraser's layers only (train_paraphraser.py "
+                        "--layers); this flag varies the translator's (default: 3; for a CAE paraphraser "
+                        "its own number of stride-2 layers, which the translator must match)")
     g.add_argument("--translator-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="BatchNorm in the translator (default: as the paraphraser; with "
                         "--no-paraphraser the paper's rule, on for CIFAR-10)")
@@ -63,11 +69,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("knowledge distillation (kd, at+kd, ft+kd, ktan)")
     g.add_argument("--kd-T", type=float, default=4.0, help="temperature T (default: 4)")
     g.add_argument("--kd-alpha", type=float, default=0.9,
-                   help="alpha in (1-alpha) CE + alpha T^2 KL(p_t^T || p_s^T) (default: 0.9)")
+                   help="alpha in (1-alpha) CE + alpha L_KD (default: 0.9)")
+    g.add_argument("--kd-form", default=None, choices=KD_FORMS,
+                   help="L_KD: at2017 = 2 T^2 KL averaged over batch and classes, the attention-transfer "
+                        "authors' code that the paper follows for its baselines (2/C of hinton's value); "
+                        "hinton = T^2 KL averaged over the batch (Hinton et al. 2015) (default: at2017; "
+                        "hinton for ktan)")
 
     g = parser.add_argument_group("attention transfer (at, at+kd, fact)")
     g.add_argument("--at-beta", type=float, default=1000.0,
-                   help="beta of AT / F-ActT; the term is beta/2 * sum over groups (default: 1000)")
+                   help="beta of AT / F-ActT; the term is beta * sum over groups of the mean squared "
+                        "difference of the normalized maps, as the AT authors' CIFAR code adds it "
+                        "(default: 1000)")
+    g.add_argument("--fact-reduction", default="positions", choices=FACT_REDUCTIONS,
+                   help="F-ActT's mean per group: positions = sum over channels, mean over batch and H*W "
+                        "(each group weighs as in AT at the same beta); elements = mean over batch and "
+                        "C*H*W (C times weaker) (default: positions)")
 
     g = parser.add_argument_group("KTAN (ktan; see docs/ktan.md)")
     g.add_argument("--ktan-fm", type=float, default=1.0,
@@ -88,6 +105,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
     check_schedule(args)
     check_positive(args, "beta", "at_beta", "kd_T", "ktan_lr_d", "ktan_d_width")
+    if args.kd_form is None:
+        args.kd_form = "hinton" if args.method == "ktan" else "at2017"
     if not 0 <= args.kd_alpha <= 1:
         raise UserError(f"--kd-alpha must lie in [0, 1], got {args.kd_alpha}")
     for name in ("ktan_fm", "ktan_adv"):
@@ -172,7 +191,7 @@ def main(args: argparse.Namespace) -> None:
     # ---------------------------------------------------------------- networks and loss
     torch.manual_seed(args.seed)
     student = build_model(args.arch, data.num_classes)
-    kd = KD(T=args.kd_T, alpha=args.kd_alpha) if method.kd else None
+    kd = KD(T=args.kd_T, alpha=args.kd_alpha, form=args.kd_form) if method.kd else None
     frozen = Frozen(teacher, paraphrasers, sample=sample_input(data))
     task, method_info = method.build(args, student, frozen, kd)
     task.to(device)

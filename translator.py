@@ -6,9 +6,10 @@ padding 1, bias, optional BN, LeakyReLU(0.1)).  Its output is the *student
 factor* F_S, trained jointly with the student to match the teacher factor.  It is
 used in training only; the deployed student does not include it.
 
-For the paraphraser variants the translator follows the encoder's shape: 1 or 2
-layers for Table 4's ablation (C_s -> kC_t, or C_s -> C_s -> kC_t), and three
-stride-2 convs for the CAE paraphraser.
+It keeps three layers when the paraphraser has fewer (Table 4's depth ablation
+varies the paraphraser only); `train_student.py --translator-layers 1|2` gives
+C_s -> kC_t or C_s -> C_s -> kC_t.  For the CAE paraphraser it has as many
+stride-2 convs as the encoder, so that the two factors have the same size.
 """
 
 from __future__ import annotations

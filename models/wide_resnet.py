@@ -4,8 +4,10 @@ pre-activation blocks, depth 6n+4, group widths 16W-32W-64W.
 feats: the first two entries are the raw outputs of groups 1 and 2 (a
 pre-activation block's output has no BN-ReLU of its own); the LAST entry is
 taken after the network's final BN-ReLU, i.e. the input to the final pooling.
-That is the "last group" Factor Transfer paraphrases (SPEC "Networks") and the
-map AT uses for its third attention loss.
+That is the "last group" Factor Transfer paraphrases (the paper, Sec. 3.1: the
+output of the last group of residual blocks).  AT and F-ActT instead take the
+last group's raw residual sum, as the attention-transfer code does
+(`use_raw_group_outputs`).
 """
 import torch
 import torch.nn as nn
@@ -76,6 +78,10 @@ class WideResNet(nn.Module):
         self.groups = nn.ModuleList(groups)
         self.bn = nn.BatchNorm2d(in_ch)
         self.fc = nn.Linear(in_ch, num_classes)
+        # What feats[-1] is: "bn_relu" (default, FT's "last group": the map the classifier
+        # pools) or "raw" (the last group's residual sum, as the attention-transfer code
+        # takes every group; set by `use_raw_group_outputs`).
+        self.last_feature = "bn_relu"
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -87,9 +93,20 @@ class WideResNet(nn.Module):
         # The last group's pre-activation sum is not what the classifier sees;
         # the final BN-ReLU output is, so that is the "last group" feature.
         x = F.relu(self.bn(x))
-        feats[-1] = x
+        if self.last_feature == "bn_relu":
+            feats[-1] = x
         logits = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
         return logits, feats
+
+
+def use_raw_group_outputs(*models: nn.Module) -> None:
+    """Make wide ResNets among `models` return their last group's raw residual sum
+    (before the final BN-ReLU) as feats[-1], as the attention-transfer authors' code
+    feeds AT (Zagoruyko & Komodakis 2017, cifar.py: `return o, [g0, g1, g2]`).
+    Other networks are left as they are: their group outputs have no such split."""
+    for model in models:
+        if isinstance(model, WideResNet):
+            model.last_feature = "raw"
 
 
 def wrn(depth: int, width: int, num_classes: int = 10, **kw) -> WideResNet:

@@ -9,7 +9,7 @@ from paraphraser import Paraphraser, load_official_paraphraser
 from utils.losses import (activation_transfer_loss, adversarial_loss, attention_map, attention_transfer_loss,
                           discriminator_loss, factor_l1_penalty, factor_transfer_loss, feature_matching_loss,
                           kd_loss, reconstruction_loss)
-from utils.methods import KD, AttentionTransfer, Distillation, ParaphraserTraining
+from utils.methods import KD, ActivationTransfer, AttentionTransfer, Distillation, ParaphraserTraining
 
 
 def close(a, b, tol=1e-6):
@@ -32,7 +32,30 @@ def test_kd_against_the_formula():
           for s, t in zip(logits_s, logits_t)]
     expected = T * T * sum(kl) / 2
     assert close(kd_loss(torch.tensor(logits_s), torch.tensor(logits_t), T), expected)
+    assert close(kd_loss(torch.tensor(logits_s), torch.tensor(logits_t), T, "hinton"), expected)
     assert close(kd_loss(torch.tensor(logits_t), torch.tensor(logits_t), T), 0.0)
+
+
+def test_kd_at2017_form_against_the_attention_transfer_code():
+    """The AT authors' `distillation()`: KLDiv averaged over batch AND classes, times 2 T^2
+    (alpha applied by the task).  Worked out by hand on 2 samples x 3 classes."""
+    logits_s = [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]
+    logits_t = [[3.0, 1.0, 0.0], [2.0, 0.0, -2.0]]
+    T = 2.0
+
+    def softmax(z):
+        e = [math.exp(v / T) for v in z]
+        return [v / sum(e) for v in e]
+
+    terms = [pt * math.log(pt / ps) for s, t in zip(logits_s, logits_t)
+             for pt, ps in zip(softmax(t), softmax(s))]
+    expected = 2 * T * T * sum(terms) / 6  # mean over the 2 x 3 elements
+    got = kd_loss(torch.tensor(logits_s), torch.tensor(logits_t), T, "at2017")
+    assert close(got, expected)
+    # 2/C of Hinton's form (C = 3 here)
+    assert close(got, 2 / 3 * kd_loss(torch.tensor(logits_s), torch.tensor(logits_t), T, "hinton"))
+    with pytest.raises(ValueError, match="KD form"):
+        kd_loss(torch.tensor(logits_s), torch.tensor(logits_t), T, "other")
 
 
 def test_kd_task_weights_ce_and_kd():
@@ -43,6 +66,8 @@ def test_kd_task_weights_ce_and_kd():
     ce = torch.nn.functional.cross_entropy(logits_s, y)
     torch.testing.assert_close(losses["ce"], 0.1 * ce)
     torch.testing.assert_close(losses["kd"], 0.9 * kd_loss(logits_s, teacher(x)[0], 4.0))
+    _, losses = Distillation(student, teacher, KD(T=4.0, alpha=0.9, form="at2017"))(x, y)
+    torch.testing.assert_close(losses["kd"], 0.9 * 2 / 3 * kd_loss(logits_s, teacher(x)[0], 4.0))
 
 
 class _Linear(torch.nn.Module):
@@ -80,15 +105,25 @@ def test_at_loss_by_hand():
         attention_transfer_loss([X_S], [torch.ones(1, 2, 4, 4)])
 
 
-def test_at_task_applies_beta_over_two():
+def test_at_and_fact_tasks_apply_beta_as_the_at_code():
+    """beta * sum_j (not beta/2): the AT authors' cifar.py adds `opt.beta * sum(loss_groups)`."""
     task = AttentionTransfer(_Linear(), _Linear(), pairs=[(0, 0)], beta=1000.0)
-    assert close(task.transfer([X_S], [X_T])["at"], 1000.0 / 2 * 0.5, 1e-3)
+    assert close(task.transfer([X_S], [X_T])["at"], 1000.0 * 0.5, 1e-3)
+    task = ActivationTransfer(_Linear(), _Linear(), pairs=[(0, 0)], beta=1000.0)
+    assert close(task.transfer([X_S], [X_T])["fact"], 1000.0 * 0.5, 1e-3)
+    task = ActivationTransfer(_Linear(), _Linear(), pairs=[(0, 0)], beta=1000.0, reduction="elements")
+    assert close(task.transfer([X_S], [X_T])["fact"], 1000.0 * 0.25, 1e-3)
 
 
 def test_fact_loss_by_hand():
     # x_s = [1,0,0,0, 1,0,0,2]/sqrt6, x_t = [0,1,0,0, 0,1,0,0]/sqrt2
-    # squared differences: 1/6 + 1/2 + 1/6 + 1/2 + 4/6 = 2, over 8 elements
-    assert close(activation_transfer_loss([X_S], [X_T]), 0.25)
+    # squared differences: 1/6 + 1/2 + 1/6 + 1/2 + 4/6 = 2, over 4 positions (summed over
+    # the 2 channels) or over 8 elements
+    assert close(activation_transfer_loss([X_S], [X_T]), 0.5)
+    assert close(activation_transfer_loss([X_S], [X_T], "positions"), 0.5)
+    assert close(activation_transfer_loss([X_S], [X_T], "elements"), 0.25)
+    # summed over groups
+    assert close(activation_transfer_loss([X_S, X_S], [X_T, X_T]), 1.0)
     with pytest.raises(ValueError, match="pair 0"):
         activation_transfer_loss([X_S.repeat(1, 2, 1, 1)], [X_T])
 

@@ -144,6 +144,48 @@ def test_vgg13_student_uses_the_8x8_block_for_ft_and_ktan(capsys):
     assert ktan.student_group == 2 and ktan.t2s.config == dict(teacher_channels=64, student_channels=256)
 
 
+def test_translator_depth_is_its_own_flag():
+    """Table 4's depth ablation: a 1-layer paraphraser keeps a 3-layer translator unless
+    --translator-layers says otherwise."""
+    para = [(_frozen_paraphraser(layers=1), -1)]
+    assert _build("ft", paraphrasers=para).translator.config["layers"] == 3
+    assert _build("ft", "--translator-layers", "1", paraphrasers=para).translator.config["layers"] == 1
+    assert _build("ft", "--translator-layers", "2", paraphrasers=[(_frozen_paraphraser(), -1)]
+                  ).translator.config["layers"] == 2
+
+
+def test_at_takes_a_wide_resnets_raw_last_group():
+    """AT / F-ActT read a WRN's last group before the final BN-ReLU (the AT code's g2);
+    FT keeps the post-BN-ReLU map the classifier pools."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    for method in ("at", "fact"):
+        task = _build(method, student="wrn_16_1", teacher="wrn_16_1")
+        for net in (task.student, task.teacher):
+            net.eval()
+            raw = {}
+            hook = net.groups[-1].register_forward_hook(lambda m, i, o: raw.setdefault("g", o))
+            logits, feats = net(x)
+            hook.remove()
+            torch.testing.assert_close(feats[-1], raw["g"], rtol=0, atol=0)
+            assert (feats[-1] < 0).any()  # a residual sum, not a ReLU output
+    ft = _build("ft", student="wrn_16_1", teacher="wrn_16_1", paraphrasers=[(_frozen_paraphraser(), -1)])
+    assert all((net.eval()(x)[1][-1] >= 0).all() for net in (ft.student, ft.teacher))
+
+
+def test_kd_form_default_and_record(tmp_path):
+    """--kd-form: at2017 (the AT code the paper follows) for the paper's baselines,
+    hinton for KTAN; check_args resolves it so args.json records the form used."""
+    import train_student
+    for method, want in (("kd", "at2017"), ("at+kd", "at2017"), ("ft+kd", "at2017"), ("ktan", "hinton")):
+        args = student_args(method, *(["--paraphraser", "p"] if "ft" in method else []))
+        train_student.check_args(args)
+        assert args.kd_form == want
+    args = student_args("kd", "--kd-form", "hinton")
+    train_student.check_args(args)
+    assert args.kd_form == "hinton"
+
+
 def test_ktan_discriminator_shape():
     assert FeatureDiscriminator(64)(torch.rand(3, 64, 8, 8)).shape == (3, 1)
     assert FeatureDiscriminator(512)(torch.rand(3, 512, 2, 2)).shape == (3, 1)
@@ -191,8 +233,10 @@ def test_paraphraser_variants_and_their_students(flags, tiny_runs, tmp_path):
         assert metrics(para)[-1]["loss_factor_l1"] > 0
     _student(tiny_runs, tmp_path, "ft", "--paraphraser", para)
     translator = checkpoint(tmp_path)["translator_config"]
+    # Three translator layers whatever the paraphraser's depth (Table 4 varies the
+    # paraphraser only); a CAE translator matches the encoder's stride-2 layers.
     assert (translator["layers"], translator["kind"], translator["bn"]) == \
-        (config["layers"], config["kind"], config["bn"])
+        (config["layers"] if config["kind"] == "cae" else 3, config["kind"], config["bn"])
     assert translator["factor_channels"] == {"cae": 512, "rae": 128}.get(flags[-1], 32)
 
 

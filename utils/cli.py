@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from utils.data import DATASETS
+from utils.data import DATASETS, NORM_STATS
 from utils.errors import UserError
 
 
@@ -18,8 +18,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                         "(default: cifar10)")
     g.add_argument("--data-root", default="./data",
                    help="where the dataset is (or is downloaded to) (default: ./data)")
-    g.add_argument("--norm", default=None, choices=("cifar10", "cifar100", "computed"),
-                   help="normalization statistics (default: the dataset's own; folder: cifar10)")
+    g.add_argument("--norm", default=None, choices=(*NORM_STATS, "computed"),
+                   help="normalization statistics: the CIFAR-10 / CIFAR-100 constants of the paper's "
+                        "appendix, the attention-transfer code's (at), torchvision's ImageNet ones, or "
+                        "computed from the training images (default: the dataset's own; folder: cifar10)")
     g.add_argument("--train-subset", type=int, default=None, metavar="N",
                    help="train on N class-balanced training images, for quick checks (default: all)")
     g.add_argument("--test-subset", type=int, default=None, metavar="N",

@@ -38,6 +38,11 @@ NORM_STATS = {
         (129.3 / 255, 124.1 / 255, 112.4 / 255),
         (68.2 / 255, 65.4 / 255, 70.4 / 255),
     ),
+    # The attention-transfer authors' CIFAR recipe (Zagoruyko & Komodakis 2017), which
+    # the paper's Table 2 follows ("the same experimental environment of [31]").
+    "at": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
+    # torchvision's ImageNet constants (MMRazor's CIFAR configs normalize with these).
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 # The folder source is meant for the CIFAR-10 copy; `--norm computed` measures instead.
 DEFAULT_NORM = {"cifar10": "cifar10", "cifar100": "cifar100", "folder": "cifar10"}
@@ -87,7 +92,7 @@ def load_data(dataset: str, root: str | os.PathLike, norm: str | None = None,
     elif norm in NORM_STATS:
         mean, std = NORM_STATS[norm]
     else:
-        raise UserError(f"unknown normalization '{norm}'; choose cifar10, cifar100 or computed")
+        raise UserError(f"unknown normalization '{norm}'; choose {', '.join(NORM_STATS)} or computed")
     if train_subset is not None:
         keep = balanced_subset(train_y, train_subset, len(classes))
         train_x, train_y = train_x[keep], train_y[keep]

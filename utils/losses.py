@@ -55,18 +55,34 @@ def factor_l1_penalty(factor: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------- Hinton et al. KD
 
-def kd_loss(logits_s: torch.Tensor, logits_t: torch.Tensor, T: float = 4.0) -> torch.Tensor:
+KD_FORMS = ("at2017", "hinton")
+
+
+def kd_loss(logits_s: torch.Tensor, logits_t: torch.Tensor, T: float = 4.0,
+            form: str = "hinton") -> torch.Tensor:
     """Knowledge distillation (Hinton et al. 2015, Sec. 2), before the weight alpha.
 
-        L_KD = T^2 * KL(p_t^T || p_s^T),   p^T = softmax(logits / T)
+    form "hinton":  T^2 * KL(p_t^T || p_s^T),  p^T = softmax(logits / T), the KL
+        summed over classes and averaged over the batch.  The full objective is
+        `(1 - alpha) * CE + alpha * L_KD`; the T^2 keeps the gradient's scale
+        independent of T.
+    form "at2017":  2 T^2 * mean_{batch, classes} p_t^T (log p_t^T - log p_s^T),
+        the attention-transfer authors' `distillation()` (Zagoruyko & Komodakis
+        2017, utils.py of their release until mid-2018: `F.kl_div` with its default
+        mean over every element, times `T*T*2*alpha`), which the FT paper follows
+        for its baselines.  It is the "hinton" value times 2 / C (C classes:
+        5x smaller on CIFAR-10, 50x on CIFAR-100).
 
-    KL summed over classes and averaged over the batch.  The T^2 keeps the
-    gradient's scale independent of T; the full KD objective is
-    `(1 - alpha) * CE + alpha * L_KD`.
+    The objective adds `alpha * kd_loss(...)` in both forms.
     """
     log_p_s = F.log_softmax(logits_s / T, dim=1)
     log_p_t = F.log_softmax(logits_t / T, dim=1)
-    return T * T * F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    if form == "hinton":
+        return T * T * kl
+    if form == "at2017":
+        return 2 * T * T * kl / logits_s.shape[1]
+    raise ValueError(f"unknown KD form '{form}', choose one of {', '.join(KD_FORMS)}")
 
 
 # --------------------------------------------------------------------- Zagoruyko & Komodakis
@@ -90,30 +106,50 @@ def _check_pairs(feats_s: Sequence[torch.Tensor], feats_t: Sequence[torch.Tensor
 
 
 def attention_transfer_loss(feats_s: Sequence[torch.Tensor], feats_t: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Attention transfer (Zagoruyko & Komodakis 2017, Eq. 2), before the weight beta/2.
+    """Attention transfer (Zagoruyko & Komodakis 2017, Eq. 2), before the weight beta.
 
         L_AT = sum_j mean( (Q_s^j - Q_t^j)^2 )
 
     over the paired group outputs j (same height and width, any channel counts);
-    the mean is over batch and the H*W positions, as the authors' code
-    (`(at(x) - at(y)).pow(2).mean()`).  The objective adds `beta/2 * L_AT`.
+    the mean is over batch and the H*W positions.  The objective adds
+    `beta * L_AT` with beta = 1000, as the authors' CIFAR code does (`at_loss` =
+    `(at(x) - at(y)).pow(2).mean()` per group, `opt.beta * sum(loss_groups)`);
+    their paper's printed formula (beta/2, beta divided by map size and batch) is
+    not what produced their numbers.
     """
     _check_pairs(feats_s, feats_t, "attention transfer", slice(2, None))
     return sum((attention_map(f_s) - attention_map(f_t)).pow(2).mean()
                for f_s, f_t in zip(feats_s, feats_t))
 
 
-def activation_transfer_loss(feats_s: Sequence[torch.Tensor], feats_t: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Full activation transfer, F-ActT (Zagoruyko & Komodakis 2017, Sec. 4.1), before beta/2.
+FACT_REDUCTIONS = ("positions", "elements")
 
-        L = sum_j mean( (x_s^j/||x_s^j||_2 - x_t^j/||x_t^j||_2)^2 )
 
-    AT's loss on the whole activation maps (flattened C*H*W per sample,
-    L2-normalized) instead of their attention maps: only for pairs of equal shape.
+def activation_transfer_loss(feats_s: Sequence[torch.Tensor], feats_t: Sequence[torch.Tensor],
+                             reduction: str = "positions") -> torch.Tensor:
+    """Full activation transfer, F-ActT (Zagoruyko & Komodakis 2017, Sec. 4.1), before beta.
+
+    AT's loss with the attention mapping replaced by the identity: each group's
+    whole activation map, flattened (C*H*W) per sample and L2-normalized,
+    a = x_s/||x_s||_2, b = x_t/||x_t||_2:
+
+        "positions" (default):  L = sum_j mean_{batch, H*W} sum_C (a - b)^2
+        "elements":             L = sum_j mean_{batch, C*H*W} (a - b)^2
+
+    The authors' released code has no F-ActT, so its reduction is our choice.
+    "positions" divides each sample's ||a - b||^2 by H*W exactly as AT's loss
+    divides ||Q_s - Q_t||^2, so at the same beta each group weighs as much as
+    in AT; "elements" is C times weaker (16-64x for CIFAR ResNets).  Only for
+    pairs of equal shape.
     """
     _check_pairs(feats_s, feats_t, "activation transfer", slice(1, None))
-    return sum((F.normalize(f_s.flatten(1), dim=1) - F.normalize(f_t.flatten(1), dim=1)).pow(2).mean()
-               for f_s, f_t in zip(feats_s, feats_t))
+    if reduction not in FACT_REDUCTIONS:
+        raise ValueError(f"unknown F-ActT reduction '{reduction}', choose one of {', '.join(FACT_REDUCTIONS)}")
+    total = 0
+    for f_s, f_t in zip(feats_s, feats_t):
+        diff = (F.normalize(f_s.flatten(1), dim=1) - F.normalize(f_t.flatten(1), dim=1)).pow(2).mean()
+        total = total + (diff * f_s.shape[1] if reduction == "positions" else diff)
+    return total
 
 
 # --------------------------------------------------------------------- KTAN (Liu et al. 2018)

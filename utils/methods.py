@@ -11,16 +11,18 @@ method needs (a teacher, paraphrasers) and how its task is built.
 
     method  | objective (weights are flags of train_student.py)
     ce      | CE
-    kd      | (1-a) CE + a T^2 KL(p_t^T || p_s^T)                 Hinton et al. 2015
-    at      | CE + at_beta/2 * sum_j mean (Q_s^j - Q_t^j)^2        Zagoruyko & Komodakis 2017
-    fact    | CE + at_beta/2 * sum_j mean (x_s^j/|x_s^j| - x_t^j/|x_t^j|)^2   (F-ActT, same paper)
+    kd      | (1-a) CE + a L_KD; L_KD = 2 T^2 mean_{batch,classes} KL terms (--kd-form at2017,
+            | the AT authors' code) or T^2 KL(p_t^T || p_s^T) (hinton)   Hinton et al. 2015
+    at      | CE + at_beta * sum_j mean (Q_s^j - Q_t^j)^2          Zagoruyko & Komodakis 2017
+    fact    | CE + at_beta * sum_j mean_{HW} sum_C (x_s^j/|x_s^j| - x_t^j/|x_t^j|)^2   (F-ActT)
     ft      | CE + beta * L_FT(translator(x_s), paraphraser.encode(x_t))       Kim et al. 2018
     at+kd   | KD's objective + the AT term
     ft+kd   | KD's objective + the FT term
     ktan    | KD's objective + fm * mean (x_s - T2S(x_t))^2 + adv * GAN term; a discriminator
             | trained alternately (Liu et al. 2018, see `KTAN` and docs/ktan.md)
 
-Group pairing.  AT and F-ActT use every group: student and teacher groups are
+Group pairing.  AT and F-ActT use every group (of a wide ResNet: each group's raw
+residual sum, the last one before the network's final BN-ReLU, as the AT code takes them): student and teacher groups are
 zipped when the two networks have as many groups, and must then agree in height
 and width; otherwise (VGG-13's five blocks against a WRN's three groups) each
 teacher group is paired with the deepest student group of the same height and
@@ -43,6 +45,7 @@ from torch import nn
 from paraphraser import Paraphraser, bn_default
 from translator import Translator
 from utils.errors import UserError
+from models.wide_resnet import use_raw_group_outputs
 from utils.losses import (activation_transfer_loss, adversarial_loss, attention_transfer_loss,
                           discriminator_loss, factor_l1_penalty, factor_transfer_loss,
                           feature_matching_loss, kd_loss, reconstruction_loss)
@@ -123,17 +126,19 @@ class ParaphraserTraining(Task):
 
 @dataclass(frozen=True)
 class KD:
-    """Hinton et al.'s soft targets: temperature T, weight alpha of the KD term."""
+    """Hinton et al.'s soft targets: temperature T, weight alpha of the KD term, and the
+    form of the term (`utils.losses.kd_loss`: "at2017" or "hinton")."""
 
     T: float = 4.0
     alpha: float = 0.9
+    form: str = "hinton"
 
 
 class Distillation(Task):
     """A student trained with a frozen teacher; on its own, Hinton et al.'s KD.
 
-    With `kd`, the label loss is `(1-a) CE + a T^2 KL(p_t^T || p_s^T)` (logged as
-    "ce" and "kd", each weighted); without, plain CE.  Subclasses add their
+    With `kd`, the label loss is `(1-a) CE + a L_KD` (`kd_loss` in the form `kd.form`;
+    logged as "ce" and "kd", each weighted); without, plain CE.  Subclasses add their
     transfer terms in `transfer(feats_s, feats_t)`.
     """
 
@@ -152,7 +157,7 @@ class Distillation(Task):
             losses = {"ce": ce}
         else:
             losses = {"ce": (1 - self.kd.alpha) * ce,
-                      "kd": self.kd.alpha * kd_loss(logits_s, logits_t, self.kd.T)}
+                      "kd": self.kd.alpha * kd_loss(logits_s, logits_t, self.kd.T, self.kd.form)}
         return logits_s, {**losses, **self.transfer(feats_s, feats_t)}
 
     def transfer(self, feats_s: list[torch.Tensor], feats_t: list[torch.Tensor]) -> dict:
@@ -160,8 +165,9 @@ class Distillation(Task):
 
 
 class AttentionTransfer(Distillation):
-    """AT (Zagoruyko & Komodakis 2017): `beta/2 * sum_j mean (Q_s^j - Q_t^j)^2` over the
-    group pairs `pairs` = [(student group, teacher group), ...]; logged as "at"."""
+    """AT (Zagoruyko & Komodakis 2017): `beta * sum_j mean (Q_s^j - Q_t^j)^2` over the
+    group pairs `pairs` = [(student group, teacher group), ...], as the AT authors'
+    CIFAR code weighs it (beta = 1000); logged as "at"."""
 
     def __init__(self, student, teacher, pairs: Sequence[tuple[int, int]], beta: float = 1000.0,
                  kd: KD | None = None):
@@ -171,17 +177,23 @@ class AttentionTransfer(Distillation):
     def transfer(self, feats_s, feats_t):
         f_s = [feats_s[i] for i, _ in self.pairs]
         f_t = [feats_t[j] for _, j in self.pairs]
-        return {"at": self.beta / 2 * attention_transfer_loss(f_s, f_t)}
+        return {"at": self.beta * attention_transfer_loss(f_s, f_t)}
 
 
 class ActivationTransfer(AttentionTransfer):
     """F-ActT (Zagoruyko & Komodakis 2017, Sec. 4.1): AT's loss on the whole
-    L2-normalized activation maps; pairs must have equal shapes; logged as "fact"."""
+    L2-normalized activation maps, `beta * activation_transfer_loss(..., reduction)`;
+    pairs must have equal shapes; logged as "fact"."""
+
+    def __init__(self, student, teacher, pairs, beta: float = 1000.0, kd: KD | None = None,
+                 reduction: str = "positions"):
+        super().__init__(student, teacher, pairs, beta, kd)
+        self.reduction = reduction
 
     def transfer(self, feats_s, feats_t):
         f_s = [feats_s[i] for i, _ in self.pairs]
         f_t = [feats_t[j] for _, j in self.pairs]
-        return {"fact": self.beta / 2 * activation_transfer_loss(f_s, f_t)}
+        return {"fact": self.beta * activation_transfer_loss(f_s, f_t, self.reduction)}
 
 
 def _as_list(value, n: int | None = None) -> list:
@@ -408,6 +420,7 @@ def build_kd(args, student, frozen: Frozen, kd: KD | None):
 
 
 def build_at(args, student, frozen: Frozen, kd: KD | None):
+    use_raw_group_outputs(student, frozen.teacher)
     feats_s = probe_features(student, frozen.sample)
     feats_t = probe_features(frozen.teacher, frozen.sample)
     pairs = pair_groups([f.shape[1:] for f in feats_s], [f.shape[1:] for f in feats_t], "AT")
@@ -415,6 +428,7 @@ def build_at(args, student, frozen: Frozen, kd: KD | None):
 
 
 def build_fact(args, student, frozen: Frozen, kd: KD | None):
+    use_raw_group_outputs(student, frozen.teacher)
     feats_s = probe_features(student, frozen.sample)
     feats_t = probe_features(frozen.teacher, frozen.sample)
     pairs = pair_groups([f.shape[1:] for f in feats_s], [f.shape[1:] for f in feats_t], "F-ActT")
@@ -424,7 +438,8 @@ def build_fact(args, student, frozen: Frozen, kd: KD | None):
                             f"{_shape(feats_t[j])}" for i, j in unequal)
         raise UserError(f"F-ActT (--method fact) needs student and teacher groups of equal width "
                         f"({listing}); use a student as wide as the teacher, or --method at")
-    return ActivationTransfer(student, frozen.teacher, pairs, args.at_beta, kd), {"pairs": pairs}
+    task = ActivationTransfer(student, frozen.teacher, pairs, args.at_beta, kd, args.fact_reduction)
+    return task, {"pairs": pairs}
 
 
 def build_ft(args, student, frozen: Frozen, kd: KD | None):
@@ -453,7 +468,10 @@ def build_ft(args, student, frozen: Frozen, kd: KD | None):
             config = paraphraser.config if paraphraser is not None else dict(layers=3, kind="conv",
                                                                                bn=bn_default(args.dataset))
             bn = config["bn"] if args.translator_bn is None else args.translator_bn
-            translator = Translator(feat_s.shape[1], factor_t.shape[1], bn=bn, layers=config["layers"],
+            # The translator keeps its own depth (Sec. 3.2: three layers) whatever the
+            # paraphraser's: Table 4's depth ablation varies the paraphraser only.
+            layers = args.translator_layers or (config["layers"] if config["kind"] == "cae" else 3)
+            translator = Translator(feat_s.shape[1], factor_t.shape[1], bn=bn, layers=layers,
                                     kind=config["kind"])
         _check_factor_shapes(translator, feat_s, factor_t, feat_t, paraphraser, g_s, g_t)
         translators.append(translator)
@@ -521,7 +539,7 @@ class Method:
     """A `--method` of train_student.py: what it needs and how its task is built.
 
     `build(args, student, frozen, kd) -> (task, checkpoint info)`; `kd` is the KD
-    configuration from --kd-T / --kd-alpha when `kd` is set, else None.
+    configuration from --kd-T / --kd-alpha / --kd-form when `kd` is set, else None.
     """
 
     help: str
