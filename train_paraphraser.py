@@ -11,14 +11,19 @@ import torch
 
 from paraphraser import KINDS, Paraphraser, bn_default
 from utils.checkpoint import check_same_data, fingerprint, load_classifier
-from utils.cli import add_data_args, add_run_args, add_schedule_args, check_positive, check_schedule, run_main
+from utils.cli import (add_data_args, add_run_args, add_schedule_args, apply_recipe, check_positive,
+                       check_schedule, run_main)
 from utils.data import balanced_subset
 from utils.errors import UserError
-from utils.losses import reconstruction_loss
+from utils.losses import RECON_LOSSES, reconstruction_loss
 from utils.methods import ParaphraserTraining
 from utils import distributed
 from utils.train import (Stage, fit, load_training_data, open_run, resolve_device, sample_input,
                          test_inputs)
+
+
+DEFAULT_K = 0.5
+RAE_K = 2.0
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -26,8 +31,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Factor Transfer, stage 2: train a paraphraser (autoencoder) on the frozen "
                     "teacher's last-group feature map; its encoder output is the teacher factor.")
     parser.add_argument("--teacher", required=True, help="teacher run folder or checkpoint file")
-    parser.add_argument("--k", type=float, default=0.5,
-                        help="paraphrase rate k: factor channels = round(k * C_teacher) (default: 0.5)")
+    parser.add_argument("--k", type=float, default=None,
+                        help="paraphrase rate k: factor channels = round(k * C_teacher) (default: 0.5; "
+                             "2 with --kind rae, which accepts no other k)")
     parser.add_argument("--kind", default="conv", choices=KINDS,
                         help="conv: the paper's paraphraser; cae: stride-2 convolutional autoencoder; "
                              "rae: conv with k=2 and an L1 penalty on the factor (default: conv)")
@@ -39,8 +45,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="BatchNorm after every layer (default: the paper's rule, on for CIFAR-10 "
                              "and the folder dataset, off for CIFAR-100; the authors' released "
                              "CIFAR-10 paraphraser has none: --no-bn)")
-    parser.add_argument("--recon-loss", default="l1", choices=("l1", "l2"),
-                        help="reconstruction loss, mean |x-P(x)| (authors' code) or squared (default: l1)")
+    parser.add_argument("--recon-loss", default="l1", choices=RECON_LOSSES,
+                        help="reconstruction loss: l1 = mean |x-P(x)| (authors' code); l2 = mean (x-P(x))^2; "
+                             "unit-l2 = per sample ||x/||x|| - P(x)/||P(x)|| ||^2, batch mean (MMRazor's "
+                             "L2Loss) (default: l1)")
     parser.add_argument("--rae-lambda", type=float, default=1e-4,
                         help="RAE only: weight lambda of the L1 penalty on the factor (default: 1e-4)")
     parser.add_argument("--epochs", type=float, default=30,
@@ -50,12 +58,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="fraction of training images held out of paraphraser training to report "
                              "its reconstruction loss on unseen images (default: 0.1)")
     add_data_args(parser)
-    add_schedule_args(parser, iters=None, milestone_fractions=())
+    add_schedule_args(parser, iters=None, milestone_fractions=(), epochs=False)
     add_run_args(parser, eval_every=500)
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
+    resolve_k(args)
     check_positive(args, "k", "epochs")
     if not 0 <= args.holdout < 1:
         raise UserError(f"--holdout must be in [0, 1), got {args.holdout}")
@@ -63,8 +72,6 @@ def main(args: argparse.Namespace) -> None:
         raise UserError("--rae-lambda must be positive for --kind rae")
     if args.bn is None:
         args.bn = bn_default(args.dataset)
-    if args.kind == "rae":
-        args.k = 2.0  # SPEC: the RAE is the paraphraser with k = 2
     teacher, teacher_ckpt = load_classifier(args.teacher)
     check_same_data(teacher_ckpt, "teacher", args.dataset)
     n_groups = len(teacher.group_channels)
@@ -72,6 +79,7 @@ def main(args: argparse.Namespace) -> None:
         raise UserError(f"--group {args.group}: the teacher ({teacher_ckpt['arch']}) has groups "
                         f"0..{n_groups - 1} (or -1 for the last)")
     device = resolve_device(args.device)
+    apply_recipe(args)  # the recipe's padding and normalization, before the data is loaded
 
     # ---------------------------------------------------------------- data
     data = load_training_data(args, device)
@@ -136,6 +144,18 @@ def main(args: argparse.Namespace) -> None:
     )
     result = fit(stage, data, run, args)
     print(json.dumps(result, indent=2, sort_keys=True))
+
+
+def resolve_k(args: argparse.Namespace) -> None:
+    """--k's default depends on --kind: the RAE is the paraphraser with k = 2 (SPEC,
+    Table 1), any other kind 0.5 (the paper's default)."""
+    if args.kind == "rae":
+        if args.k is not None and args.k != RAE_K:
+            raise UserError(f"--kind rae is the paraphraser with k = 2 (Table 1's RAE); got --k {args.k:g}: "
+                            f"drop --k or use --kind conv --k {args.k:g}")
+        args.k = RAE_K
+    elif args.k is None:
+        args.k = DEFAULT_K
 
 
 def split_holdout(data, fraction: float, batch_size: int):

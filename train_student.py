@@ -35,7 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", default="ft", choices=tuple(METHODS),
                         help="; ".join(f"{name}: {m.help}" for name, m in METHODS.items()) + " (default: ft)")
     parser.add_argument("--arch", default="resnet20",
-                        help="student network (models.MODELS or wrn_D_W) (default: resnet20)")
+                        help="student network (models.MODELS, models.VARIANTS or wrn_D_W) (default: resnet20)")
     parser.add_argument("--teacher", help="teacher run folder or checkpoint (every method but ce)")
     parser.add_argument("--paraphraser", nargs="+", metavar="RUN",
                         help="paraphraser run folder(s) or checkpoint(s) of train_paraphraser.py for "
@@ -81,7 +81,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="beta of AT / F-ActT; the term is beta * sum over groups of the mean squared "
                         "difference of the normalized maps, as the AT authors' CIFAR code adds it "
                         "(default: 1000)")
-    g.add_argument("--fact-reduction", default="positions", choices=FACT_REDUCTIONS,
+    g.add_argument("--fact-reduction", default=None, choices=FACT_REDUCTIONS,
                    help="F-ActT's mean per group: positions = sum over channels, mean over batch and H*W "
                         "(each group weighs as in AT at the same beta); elements = mean over batch and "
                         "C*H*W (C times weaker) (default: positions)")
@@ -105,8 +105,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
     check_schedule(args)
     check_positive(args, "beta", "at_beta", "kd_T", "ktan_lr_d", "ktan_d_width")
-    if args.kd_form is None:
+    if args.kd_form is None and METHODS[args.method].kd:
         args.kd_form = "hinton" if args.method == "ktan" else "at2017"
+    if args.fact_reduction is None and args.method == "fact":
+        args.fact_reduction = "positions"
     if not 0 <= args.kd_alpha <= 1:
         raise UserError(f"--kd-alpha must lie in [0, 1], got {args.kd_alpha}")
     for name in ("ktan_fm", "ktan_adv"):

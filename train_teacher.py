@@ -19,7 +19,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Factor Transfer, stage 1: train a teacher network with cross-entropy.")
     parser.add_argument("--arch", default="resnet56",
-                        help="network from the model registry (models.MODELS) or wrn_D_W (default: resnet56)")
+                        help="network from the model registry (models.MODELS, models.VARIANTS) or wrn_D_W (default: resnet56)")
     add_data_args(parser)
     add_schedule_args(parser, iters=64000)
     add_run_args(parser)

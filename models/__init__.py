@@ -1,6 +1,11 @@
 """Model registry: every network returns (logits, feats) and declares
 `group_channels`, `num_classes` and `arch` (its registry name), so a
-checkpoint can rebuild it with `build_model(arch, num_classes)`."""
+checkpoint can rebuild it with `build_model(arch, num_classes)`.
+
+MODELS' networks return as feats[-1] the map their classifier pools.  VARIANTS
+are built by name the same way but break that rule on purpose: MMRazor's Factor
+Transfer networks, whose feats[-1] is the last block's convolution output before
+its BN (models/resnet_cifar_large.py, docs/mmrazor.md)."""
 import re
 from functools import partial
 from typing import Callable
@@ -8,7 +13,7 @@ from typing import Callable
 import torch.nn as nn
 
 from models.resnet_cifar import resnet20, resnet32, resnet44, resnet56, resnet110
-from models.resnet_cifar_large import resnet18_cifar, resnet50_cifar
+from models.resnet_cifar_large import resnet18_cifar, resnet18_cifar_mmcls, resnet50_cifar, resnet50_cifar_mmcls
 from models.torchvision_resnet import resnet18, resnet34
 from models.vgg import vgg13
 from models.wide_resnet import wrn
@@ -31,6 +36,12 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet34": resnet34,
 }
 
+# Built by name like MODELS, listed apart (see the module docstring).
+VARIANTS: dict[str, Callable[..., nn.Module]] = {
+    "resnet18_cifar_mmcls": resnet18_cifar_mmcls,  # MMRazor's FT student
+    "resnet50_cifar_mmcls": resnet50_cifar_mmcls,  # MMRazor's FT teacher
+}
+
 _WRN_PATTERN = re.compile(r"wrn_(\d+)_(\d+)")
 
 
@@ -42,11 +53,12 @@ def model_names() -> list[str]:
 
 def check_model_name(name: str) -> None:
     """Raise ValueError for a name `build_model` would reject, without building it."""
-    if name in MODELS:
+    if name in MODELS or name in VARIANTS:
         return
     match = _WRN_PATTERN.fullmatch(name)
     if not match:
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}, or wrn_D_W with D = 6n+4")
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join([*MODELS, *VARIANTS])}, "
+                         f"or wrn_D_W with D = 6n+4")
     depth, width = int(match.group(1)), int(match.group(2))
     if depth < 10 or (depth - 4) % 6 or width < 1:
         raise ValueError(f"WRN depth must be 6n+4 with n>=1 (10, 16, 22, 28, 40, ...) and width >= 1, "
@@ -61,7 +73,10 @@ def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     """
     if name in MODELS:
         return MODELS[name](num_classes=num_classes, **kwargs)
+    if name in VARIANTS:
+        return VARIANTS[name](num_classes=num_classes, **kwargs)
     match = _WRN_PATTERN.fullmatch(name)
     if match:
         return wrn(int(match.group(1)), int(match.group(2)), num_classes=num_classes, **kwargs)
-    raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}, or wrn_D_W with D = 6n+4")
+    raise ValueError(f"unknown model {name!r}; valid: {', '.join([*MODELS, *VARIANTS])}, "
+                     f"or wrn_D_W with D = 6n+4")

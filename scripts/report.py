@@ -10,8 +10,9 @@ teacher's arch (read from the teacher run that --teacher names), the paraphraser
 kind and layers (from its run), p, the ablation flags and the dataset (the `folder`
 copy counts as CIFAR-10).  Runs of one cell at one scale are averaged over seeds.
 
-Scale: student iterations, teacher iterations and the subsets make a *section*; a
-table gets one section per scale found, and its header says which.  Any other
+Scale: student iterations, teacher iterations, the subsets and the training recipe
+(--recipe: the paper's, or the attention-transfer code's that Table 2 follows) make a
+*section*; a table gets one section per scale found, and its header says which.  Any other
 difference between runs of one cell (beta, lr, paraphraser epochs, cifar10 vs the
 folder copy...) is shown as a conflict, never averaged.  A cell without a finished run
 is shown as missing ("—"), never filled in.
@@ -76,8 +77,10 @@ TORCHVISION_RESNET34_ERROR = (26.69, 8.58)
 PAPER_T7 = {  # student alone, p = 1, p = 2
     "cifar10": (7.78, 6.85, 6.88), "cifar100": (31.24, 29.08, 29.18),
 }
-# MMRazor's published CIFAR-10 figures, accuracy (%), (top-1, top-5).
-MMRAZOR = {"teacher": (95.55, None), "student": (94.82, None), "ft": (94.86, 99.88)}
+# MMRazor's published CIFAR-10 figures, accuracy (%), (top-1, top-5): FT from the README of
+# configs/distill/mmcls/factor_transfer (its metafile.yml says 94.88 top-1); teacher and student
+# alone from that metafile (mmcls's ResNet-50 / ResNet-18 checkpoints).  docs/mmrazor.md.
+MMRAZOR = {"teacher": (95.55, 99.91), "student": (94.82, 99.87), "ft": (94.86, 99.88)}
 
 K_SWEEP = (0.5, 1.0, 2.0, 3.0, 4.0)
 NAMES = {"resnet20": "ResNet-20", "resnet32": "ResNet-32", "resnet44": "ResNet-44",
@@ -100,8 +103,12 @@ def pretty(arch: str) -> str:
 # ----------------------------------------------------------------------------- run folders
 # Arguments that name a run rather than define it.
 PER_RUN_ARGS = {"seed", "out", "force", "device", "progress", "data_root", "eval_batch_size",
-                "save_every", "eval_every", "teacher", "paraphraser", "compile", "channels_last"}
-SCALE_ARGS = {"iters", "train_subset", "test_subset"}
+                "save_every", "eval_every", "teacher", "paraphraser", "compile", "channels_last",
+                "default_iters"}
+SCALE_ARGS = {"iters", "train_subset", "test_subset", "recipe"}
+# Options added after runs were made, at the value those runs had: counted as absent.
+ADDED_DEFAULTS = {"lr_decay": 0.1, "pad_mode": "zero"}
+RECIPES = {"paper": "the paper's", "at": "the attention-transfer code's (Table 2's environment)"}
 TRANSFER_FACTOR = {"ft", "ft+kd"}  # methods with a paraphraser/translator
 
 
@@ -112,7 +119,7 @@ class Run:
     final: dict | None
     kind: str
     identity: tuple | None = None
-    scale: tuple | None = None     # (student iters, teacher iters, train subset, test subset)
+    scale: tuple | None = None     # (student iters, teacher iters, train subset, test subset, recipe)
     setting: dict = field(default_factory=dict)
     problem: str | None = None
 
@@ -200,13 +207,14 @@ def _setting(args: dict, exclude: set) -> dict:
     """The arguments that must agree for runs to share a cell.  An option that is off (None or
     False) counts as absent, so a run made before the option existed shares its cell."""
     return {k: v for k, v in args.items()
-            if k not in PER_RUN_ARGS | SCALE_ARGS | exclude and v is not None and v is not False}
+            if k not in PER_RUN_ARGS | SCALE_ARGS | exclude and v is not None and v is not False
+            and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
 
 
 def describe(run: Run, index: RunIndex) -> None:
     """Fill in the run's cell identity, scale and remaining setting from its arguments."""
     a = run.args
-    subsets = (a.get("train_subset"), a.get("test_subset"))
+    subsets = (a.get("train_subset"), a.get("test_subset"), a.get("recipe") or "paper")
     if run.kind == "teacher":
         run.identity = teacher_id(a["dataset"], a["arch"])
         run.scale = (None, a.get("iters"), *subsets)
@@ -237,6 +245,8 @@ def describe(run: Run, index: RunIndex) -> None:
     run.setting = _setting(a, {"arch", "method", "p", "no_paraphraser", "no_translator", "ft_groups"})
     if teacher:
         run.setting.update({f"teacher.{k}": v for k, v in _setting(teacher.args, {"arch"}).items()})
+        if (teacher.args.get("recipe") or "paper") != (a.get("recipe") or "paper"):
+            run.setting["teacher.recipe"] = teacher.args.get("recipe") or "paper"
     if pretrained:  # never averaged with students of a teacher trained here
         run.setting["teacher.weights"] = a["teacher"]
     if para:
@@ -333,7 +343,7 @@ def sections_for(runs: list[Run]) -> list[Section]:
     if not full:
         alone = {s for s in scales if s[0] is not None}
         teachers = {s for s in scales if s[1] is not None}
-        full = {(a[0], t[1], a[2], a[3]) for a in alone for t in teachers if a[2:] == t[2:]}
+        full = {(a[0], t[1], *a[2:]) for a in alone for t in teachers if a[2:] == t[2:]}
     keys = set(full)
     for s in scales:
         if not any(compatible(s, f) for f in full):
@@ -427,7 +437,12 @@ def table2() -> Table:
         "", ["student", "teacher"], ["student", "AT", "F-ActT", "KD", "AT+KD", "teacher", "FT (k=0.5)",
                                      "FT's teacher"], rows,
         note="The paper's first six columns are the AT paper's, with the AT paper's teacher; its FT "
-             "used a teacher of its own (last column). Ours: one teacher for every column.")])
+             "used a teacher of its own (last column), trained, like its student, \"with the same "
+             "experimental environment of [31]\". Ours: one teacher for every column, every run with "
+             "--recipe at (scripts/table2.sh: 200 epochs, lr x0.2 at epochs 60/120/160, reflect "
+             "padding, the AT code's normalization); AT = beta * sum of the groups' losses (beta 1000), "
+             "KD in the AT code's form (--kd-form at2017), F-ActT summed over channels and averaged "
+             "over positions (--fact-reduction positions).")])
 
 
 def table4() -> Table:
@@ -450,7 +465,9 @@ def table4() -> Table:
         Part("Paraphraser and translator", ["paraphraser", "translator"], ["CIFAR-10", "CIFAR-100"], rows),
         Part("Paraphraser depth", ["layers", "params (paper)", "encoder params (ours)"],
              ["CIFAR-10", "CIFAR-100"], layer_rows,
-             note="The paper's parameter counts match the paraphraser's encoder (C=128, k=0.5)."),
+             note="The paper's parameter counts match the paraphraser's encoder (C=128, k=0.5). Only "
+                  "the paraphraser's depth varies: the translator keeps three layers "
+                  "(train_student.py --translator-layers 3, the default)."),
     ])
 
 
@@ -488,20 +505,27 @@ def table6() -> Table:
 
 
 def mmrazor() -> Table:
-    d, s, t = "cifar10", "resnet18_cifar", "resnet50_cifar"
+    # The runs of scripts/mmrazor_r50_r18.sh: mmcls's networks (pre-BN FT taps, mmcls's init).
+    d, s, t = "cifar10", "resnet18_cifar_mmcls", "resnet50_cifar_mmcls"
+    name_s, name_t = pretty("resnet18_cifar"), pretty("resnet50_cifar")
     rows = []
-    for label, arch, ident, key in ((f"teacher {pretty(t)}", t, teacher_id(d, t), "teacher"),
-                                    (f"{pretty(s)} alone", s, student_id(d, s, "ce"), "student"),
-                                    (f"{pretty(s)} FT (k=0.5)", s, student_id(d, s, "ft", t, k=0.5), "ft")):
+    for label, arch, ident, key in ((f"teacher {name_t}", t, teacher_id(d, t), "teacher"),
+                                    (f"{name_s} alone", s, student_id(d, s, "ce"), "student"),
+                                    (f"{name_s} FT (k=0.5)", s, student_id(d, s, "ft", t, k=0.5), "ft")):
         params, flops = network_cost(arch)
         rows.append(Row([label, params, flops], [
             Cell([ident], MMRAZOR[key][0], accuracy=True),
             Cell([ident], MMRAZOR[key][1], top5=True, accuracy=True)], name=label))
     return Table("mmrazor", "MMRazor's setting — CIFAR-10, ResNet-50 teacher, ResNet-18 student", [Part(
         "", ["network", "Params (M)", "FLOPs (G)"], ["top-1", "top-5"], rows,
-        note="Accuracy (%), higher is better (MMRazor publishes accuracy); the reference column is "
-             "MMRazor's published figure. Params and FLOPs (multiply-adds) of the deployed network "
-             "(models.summary), translator excluded.")], unit="accuracy (%)")
+        note="MMRazor's recipe, not the paper's (scripts/mmrazor_r50_r18.sh, docs/mmrazor.md): teacher "
+             "and student alone 200 epochs of mmcls's CIFAR-10 recipe; paraphraser 20 epochs, "
+             "normalized L2, no BN; FT beta = 1 on the last block's pre-BN convolution output, "
+             "translator with BN, MMRazor's channel-reversed ImageNet normalization. "
+             "Accuracy (%), higher is better (MMRazor publishes accuracy); the reference column is "
+             "MMRazor's published figure (FT: its README; teacher and student alone: mmcls's "
+             "checkpoints as MMRazor's metafile lists them). Params and FLOPs (multiply-adds) of the "
+             "deployed network (models.summary), translator excluded.")], unit="accuracy (%)")
 
 
 @lru_cache(maxsize=None)
@@ -591,7 +615,7 @@ def fmt_ours(f: Filled) -> str:
 
 
 def describe_scale(section: Section) -> str:
-    it, tit, train, test = section.scale
+    it, tit, train, test, recipe = section.scale
     runs = section.runs()
     def iters(n):
         if n is None:
@@ -602,7 +626,8 @@ def describe_scale(section: Section) -> str:
     return (f"students {iters(it)} · teachers {iters(tit)} · paraphrasers "
             f"{', '.join(f'{i:,}' for i in para) or MISSING} iterations · "
             f"train subset {train if train is not None else 'all'} · test subset "
-            f"{test if test is not None else 'all'} · data {', '.join(datasets) or MISSING}")
+            f"{test if test is not None else 'all'} · data {', '.join(datasets) or MISSING} · recipe "
+            f"{recipe} ({RECIPES.get(recipe, 'unknown')})")
 
 
 def scale_warnings(part: Part, filled_rows: list) -> list[str]:

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Table 2, CIFAR-10, wide ResNets of equal width: student alone, AT, F-ActT, KD, AT+KD,
-# the teacher, and FT (k = 0.5).
+# the teacher, and FT (k = 0.5).  Every run uses --recipe at: the paper trained this
+# table's teacher and student "with the same experimental environment of [31]" (the
+# attention-transfer authors' CIFAR recipe: 200 epochs, lr x0.2 at epochs 60/120/160,
+# reflect padding, their normalization); the first six columns are that paper's figures.
 #     scripts/table2.sh ; python scripts/report.py runs --table 2
 source "$(dirname "$0")/lib.sh"
 
-D=$D10
+D=$D10/recipe-at
+C10="$C10 --recipe at"
 for s in $(seeds); do
   for pair in wrn_16_1:wrn_40_1 wrn_16_2:wrn_40_2; do
     S=${pair%:*} T=${pair#*:}

@@ -184,6 +184,12 @@ def test_kd_form_default_and_record(tmp_path):
     args = student_args("kd", "--kd-form", "hinton")
     train_student.check_args(args)
     assert args.kd_form == "hinton"
+    args = student_args("ce")  # a method without KD records none (it shares cells with older runs)
+    train_student.check_args(args)
+    assert args.kd_form is None and args.fact_reduction is None
+    args = student_args("fact")
+    train_student.check_args(args)
+    assert args.fact_reduction == "positions"
 
 
 def test_ktan_discriminator_shape():

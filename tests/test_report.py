@@ -239,10 +239,11 @@ def test_folder_copy_fills_cifar10_and_table4_ablations(tmp_path):
 
 def test_mmrazor_top1_top5_accuracy_params_flops(tmp_path):
     root = tmp_path / "runs"
-    t = teacher(root, "t", "resnet50_cifar", 0, 4.5)
+    # scripts/mmrazor_r50_r18.sh's networks: mmcls's ResNet_CIFAR with pre-BN FT taps.
+    t = teacher(root, "t", "resnet50_cifar_mmcls", 0, 4.5)
     p = para(root, "p", t, 0)
     for s, (err, top5) in enumerate(((5.0, 0.2), (5.2, 0.1))):
-        student(root, f"ft{s}", "ft", "resnet18_cifar", s, err, t, p, top5=top5, best=4.0)
+        student(root, f"ft{s}", "ft", "resnet18_cifar_mmcls", s, err, t, p, top5=top5, best=4.0)
     text = markdown(root, "--table", "mmrazor")
     ours, ref, delta = table_lines(text, "ResNet-18 FT (k=0.5)")
     label, params, flops = cells(ours)[:3]
@@ -250,6 +251,8 @@ def test_mmrazor_top1_top5_accuracy_params_flops(tmp_path):
     assert cells(ours)[4:] == ["94.90 ± 0.14 (n=2)", "99.85 ± 0.07 (n=2)"]
     assert cells(ref)[4:] == ["94.86", "99.88"] and cells(delta)[4:] == ["+0.04", "-0.03"]
     assert cells(table_lines(text, "teacher ResNet-50")[0])[4:] == ["95.50 (n=1)", "—"]
+    assert cells(table_lines(text, "teacher ResNet-50")[1])[4:] == ["95.55", "99.91"]
+    assert cells(table_lines(text, "ResNet-18 alone")[1])[4:] == ["94.82", "99.87"]
     best = cells(table_lines(markdown(root, "--table", "mmrazor", "--best"), "ResNet-18 FT (k=0.5)")[0])
     assert best[4:] == ["96.00 ± 0.00 (n=2)", "99.35 ± 0.07 (n=2)"]  # top-5 at the best iteration
 

@@ -166,7 +166,10 @@ def test_scale_knobs_reach_every_command(tmp_path):
         else:
             assert flag(words, "--dataset") == "cifar100" and flag(words, "--data-root") == "./data"
     # Full scale: no --iters or --epochs, the scripts' paper defaults.
-    assert not any("--iters" in w or "--epochs" in w for w in dry_run("table2", SEEDS=1, RUNS=tmp_path))
+    t2 = dry_run("table2", SEEDS=1, RUNS=tmp_path)
+    assert not any("--iters" in w or "--epochs" in w for w in t2)
+    # Table 2's environment: every run of the table (teachers, paraphrasers, students) in --recipe at
+    assert t2 and all(flag(w, "--recipe") == "at" for w in t2)
 
 
 def test_only_filter_and_finished_runs(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from utils.data import DATASETS, NORM_STATS
+from utils.data import DATASETS, NORM_STATS, PAD_MODES
 from utils.errors import UserError
 
 
@@ -22,6 +22,16 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                    help="normalization statistics: the CIFAR-10 / CIFAR-100 constants of the paper's "
                         "appendix, the attention-transfer code's (at), torchvision's ImageNet ones, or "
                         "computed from the training images (default: the dataset's own; folder: cifar10)")
+    g.add_argument("--pad-mode", default=None, choices=PAD_MODES,
+                   help="padding of the random crop: zero (the paper's recipe) or reflect (the "
+                        "attention-transfer code's) (default: zero; --recipe at: reflect)")
+    g.add_argument("--recipe", default="paper", choices=tuple(RECIPES),
+                   help="paper: the paper's appendix (lr x0.1 at 50%% / 75%% of 64,000 iterations, zero "
+                        "padding, the dataset's normalization); at: the attention-transfer authors' CIFAR "
+                        "recipe that Table 2 follows (\"the same experimental environment of [31]\"): 200 "
+                        "epochs, lr x0.2 at epochs 60 / 120 / 160 (with --iters N: at 30%% / 60%% / 80%% of "
+                        "N), reflect padding, --norm at. Flags given explicitly override the recipe's "
+                        "values (default: paper)")
     g.add_argument("--train-subset", type=int, default=None, metavar="N",
                    help="train on N class-balanced training images, for quick checks (default: all)")
     g.add_argument("--test-subset", type=int, default=None, metavar="N",
@@ -33,14 +43,25 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def add_schedule_args(parser: argparse.ArgumentParser, *, iters: int | None,
                       milestone_fractions: tuple[float, ...] = (0.5, 0.75), lr: float = 0.1,
-                      wd: float = 5e-4) -> None:
+                      wd: float = 5e-4, epochs: bool = True) -> None:
+    """SGD schedule flags; `epochs`: also --epochs / --milestone-epochs (the teacher and
+    student scripts; the paraphraser script has an --epochs of its own)."""
     g = parser.add_argument_group("optimization (SGD; defaults: the paper's CIFAR schedule)")
-    g.add_argument("--iters", type=int, default=iters, help=f"training iterations (default: {iters})")
+    g.add_argument("--iters", type=int, default=None, help=f"training iterations (default: {iters})")
     shown = [round(iters * f) for f in milestone_fractions] if iters else "none"
     g.add_argument("--milestones", type=int, nargs="*", default=None,
-                   help=f"iterations at which lr is multiplied by 0.1 (default: {shown}; with "
+                   help=f"iterations at which lr is multiplied by --lr-decay (default: {shown}; with "
                         f"--iters N, the same fractions {list(milestone_fractions)} of N)")
-    parser.set_defaults(milestone_fractions=list(milestone_fractions))
+    if epochs:
+        g.add_argument("--epochs", type=float, default=None,
+                       help="train for this many epochs of (training images // batch size) iterations "
+                            "instead of --iters (default: --iters; --recipe at: 200)")
+        g.add_argument("--milestone-epochs", type=float, nargs="*", default=None,
+                       help="milestones in epochs instead of --milestones (default: --milestones; "
+                            "--recipe at: 60 120 160)")
+    g.add_argument("--lr-decay", type=float, default=None,
+                   help="factor applied to lr at each milestone (default: 0.1; --recipe at: 0.2)")
+    parser.set_defaults(milestone_fractions=list(milestone_fractions), default_iters=iters)
     g.add_argument("--lr", type=float, default=lr, help=f"initial learning rate (default: {lr})")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
     g.add_argument("--wd", type=float, default=wd, help=f"weight decay (default: {wd})")
@@ -79,8 +100,68 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
+# What each --recipe sets, unless the flag is given: the paper's appendix, and the
+# attention-transfer authors' CIFAR recipe (Zagoruyko & Komodakis 2017, their cifar.py:
+# --epochs 200, --epoch_step [60,120,160], --lr_decay_ratio 0.2, BORDER_REFLECT
+# padding, mean/std (125.3, 123.0, 113.9) / (63.0, 62.1, 66.7)), which the paper's
+# Table 2 follows.  Batch 128, lr 0.1, momentum 0.9 and weight decay 5e-4 are the same
+# in both.  Our epoch is (training images // batch size) steps: 390 on CIFAR, where
+# their loader also ran a last partial batch (391 steps).
+RECIPES = {
+    "paper": {"lr_decay": 0.1, "pad_mode": "zero"},
+    "at": {"lr_decay": 0.2, "pad_mode": "reflect", "norm": "at", "epochs": 200.0,
+           "milestone_fractions": [0.3, 0.6, 0.8]},  # epochs 60, 120, 160 of 200
+}
+
+
+def apply_recipe(args: argparse.Namespace) -> None:
+    """Fill the flags the user left unset from --recipe (idempotent).  The schedule
+    entries apply only to scripts with --epochs (teacher, student); the paraphraser
+    takes the recipe's data handling (padding, normalization) and keeps its own schedule."""
+    schedule = hasattr(args, "milestone_epochs")  # teacher / student
+    for name, value in RECIPES[args.recipe].items():
+        if name == "milestone_fractions":
+            if schedule:
+                args.milestone_fractions = list(value)  # with --iters N: the same fractions of N
+        elif name == "epochs":
+            if schedule and args.iters is None and args.epochs is None:
+                args.epochs = value  # --iters given: the recipe's epochs do not apply
+        elif hasattr(args, name) and getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def resolve_epochs(args: argparse.Namespace) -> None:
+    """--epochs / --milestone-epochs -> --iters / --milestones, with an epoch of
+    (training images // batch size) steps (the last partial batch is dropped)."""
+    if not hasattr(args, "milestone_epochs"):
+        return  # the paraphraser script: --epochs of its own
+    if args.iters is None and args.epochs is None:
+        args.iters = args.default_iters
+    if args.epochs is None and args.milestone_epochs is None:
+        return
+    if args.iters is not None and args.epochs is not None:
+        raise UserError("give --iters or --epochs, not both")
+    from utils.data import train_size
+
+    if args.dataset == "imagenet":
+        raise UserError("--epochs / --milestone-epochs / --recipe at are for the CIFAR tensor pipeline; "
+                        "give --iters and --milestones for ImageNet")
+    check_positive(args, "batch_size", "epochs")
+    steps = train_size(args.dataset, args.data_root, args.train_subset) // args.batch_size
+    if steps < 1:
+        raise UserError(f"--batch-size {args.batch_size} is larger than the training set")
+    if args.epochs is not None:
+        args.iters = max(1, round(args.epochs * steps))
+    if args.milestone_epochs is not None:
+        if args.milestones is not None:
+            raise UserError("give --milestones or --milestone-epochs, not both")
+        args.milestones = [round(e * steps) for e in args.milestone_epochs]
+
+
 def check_schedule(args: argparse.Namespace) -> None:
-    check_positive(args, "iters", "lr", "batch_size", "eval_every", "eval_batch_size")
+    apply_recipe(args)
+    resolve_epochs(args)
+    check_positive(args, "iters", "lr", "batch_size", "eval_every", "eval_batch_size", "lr_decay")
     if args.wd < 0 or args.momentum < 0:
         raise UserError("--wd and --momentum must not be negative")
     for name in ("train_subset", "test_subset"):

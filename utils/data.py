@@ -43,11 +43,20 @@ NORM_STATS = {
     "at": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
     # torchvision's ImageNet constants (MMRazor's CIFAR configs normalize with these).
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # MMRazor's CIFAR distillation configs: ImgDataPreprocessor(bgr_to_rgb=True) reverses
+    # the channels of mmcls's CIFAR images, which are RGB already, then subtracts the RGB
+    # ImageNet constants; `load_data` reverses the channels for this entry (docs/mmrazor.md).
+    "imagenet_bgr": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
+CHANNELS_REVERSED = {"imagenet_bgr"}
 # The folder source is meant for the CIFAR-10 copy; `--norm computed` measures instead.
 DEFAULT_NORM = {"cifar10": "cifar10", "cifar100": "cifar100", "folder": "cifar10"}
 
-PAD = 4  # zero padding of the random crop
+PAD = 4  # padding of the random crop
+# "zero": the paper's recipe (black border, torchvision's RandomCrop(32, padding=4));
+# "reflect": the attention-transfer code's (OpenCV BORDER_REFLECT: the border mirrors
+# the image with its edge pixel repeated, ...cba|abc...), Table 2's environment.
+PAD_MODES = ("zero", "reflect")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
 
 
@@ -63,11 +72,13 @@ class ImageData:
     num_classes: int
     mean: torch.Tensor  # (1, 3, 1, 1) float32, in [0, 1] units
     std: torch.Tensor
+    pad_mode: str = "zero"  # the random crop's padding: "zero" or "reflect" (see `crop_flip`)
 
     def to(self, device: torch.device | str) -> "ImageData":
         move = lambda t: t.to(device)  # noqa: E731
         return ImageData(self.name, move(self.train_x), move(self.train_y), move(self.test_x),
-                         move(self.test_y), self.num_classes, move(self.mean), move(self.std))
+                         move(self.test_y), self.num_classes, move(self.mean), move(self.std),
+                         self.pad_mode)
 
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
         return (x_uint8.float().div_(255) - self.mean) / self.std
@@ -77,7 +88,7 @@ class ImageData:
 
 def load_data(dataset: str, root: str | os.PathLike, norm: str | None = None,
               train_subset: int | None = None, test_subset: int | None = None,
-              download: bool = True) -> ImageData:
+              download: bool = True, pad_mode: str = "zero") -> ImageData:
     """Load a dataset as uint8 tensors on the CPU (move with `.to(device)`)."""
     if dataset not in DATASETS:
         raise UserError(f"unknown dataset '{dataset}'; choose one of {', '.join(DATASETS)}")
@@ -93,14 +104,27 @@ def load_data(dataset: str, root: str | os.PathLike, norm: str | None = None,
         mean, std = NORM_STATS[norm]
     else:
         raise UserError(f"unknown normalization '{norm}'; choose {', '.join(NORM_STATS)} or computed")
+    if norm in CHANNELS_REVERSED:
+        train_x, test_x = train_x.flip(1), test_x.flip(1)
     if train_subset is not None:
         keep = balanced_subset(train_y, train_subset, len(classes))
         train_x, train_y = train_x[keep], train_y[keep]
     if test_subset is not None:
         keep = balanced_subset(test_y, test_subset, len(classes), what="--test-subset")
         test_x, test_y = test_x[keep], test_y[keep]
+    if pad_mode not in PAD_MODES:
+        raise UserError(f"unknown padding '{pad_mode}'; choose one of {', '.join(PAD_MODES)}")
     return ImageData(dataset, train_x, train_y, test_x, test_y, len(classes),
-                     torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1))
+                     torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1), pad_mode)
+
+
+def train_size(dataset: str, root: str | os.PathLike, train_subset: int | None = None) -> int:
+    """Number of training images `load_data` would give (for epoch-based schedules)."""
+    if train_subset is not None:
+        return train_subset
+    if dataset in ("cifar10", "cifar100"):
+        return 50_000
+    return len(_load_folder(Path(root))[1])
 
 
 def balanced_subset(labels: torch.Tensor, n: int, num_classes: int, seed: int = 0,
@@ -284,31 +308,45 @@ def augment_generator(seed: int, iteration: int, device: torch.device) -> torch.
     return gen
 
 
-def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = PAD) -> torch.Tensor:
-    """Random crop of the zero-padded image and random horizontal flip, batched.
+def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = PAD,
+                     pad_mode: str = "zero") -> torch.Tensor:
+    """Random crop of the padded image and random horizontal flip, batched.
 
     Same distribution as torchvision's RandomCrop(H, padding=pad) followed by
-    RandomHorizontalFlip(): each of the (2*pad+1)^2 offsets equally likely, padding
-    pixels are 0 (black, before normalization), flip with probability 1/2.
+    RandomHorizontalFlip(): each of the (2*pad+1)^2 offsets equally likely, flip
+    with probability 1/2; padding pixels are 0 (black, before normalization) or,
+    with pad_mode "reflect", the mirrored image (`crop_flip`).
     """
     n, _, h, w = x.shape
     offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=gen, device=x.device)
     flips = torch.rand(n, generator=gen, device=x.device) < 0.5
-    return crop_flip(x, offsets[0], offsets[1], flips, pad)
+    return crop_flip(x, offsets[0], offsets[1], flips, pad, pad_mode)
+
+
+def _mirror(i: torch.Tensor, size: int) -> torch.Tensor:
+    """Index into [0, size) of coordinate `i` in [-size, 2 size) under BORDER_REFLECT
+    (edge pixel repeated: -1 -> 0, -2 -> 1, size -> size - 1)."""
+    i = torch.where(i < 0, -i - 1, i)
+    return torch.where(i >= size, 2 * size - 1 - i, i)
 
 
 def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor,
-              pad: int = PAD) -> torch.Tensor:
-    """Crop each image of the zero-padded batch at (dy, dx) and mirror where `flip`.
+              pad: int = PAD, pad_mode: str = "zero") -> torch.Tensor:
+    """Crop each image of the padded batch at (dy, dx) and mirror where `flip`.
 
-    One `gather` over each padded image's flattened pixels, the index shared by the
+    One `gather` over each image's flattened pixels, the index shared by the
     channels: 4-5x faster on the CPU than indexing with four broadcast index tensors.
+    "zero" gathers from the zero-padded image; "reflect" maps the padded coordinates
+    back into the image (`_mirror`), so no padded copy is made.
     """
     n, c, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    rows = dy[:, None] + torch.arange(h, device=x.device)  # (n, h)
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # (n, h) in padded coordinates
     cols = dx[:, None] + torch.arange(w, device=x.device)  # (n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
+    if pad_mode == "reflect":
+        pixel = _mirror(rows - pad, h)[:, :, None] * w + _mirror(cols - pad, w)[:, None, :]
+        return x.flatten(2).gather(2, pixel.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     pixel = rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]  # (n, h, w) into the padded image
     return padded.flatten(2).gather(2, pixel.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
 
@@ -319,7 +357,7 @@ def train_batch(data: ImageData, sampler: BatchSampler, iteration: int, seed: in
     idx = sampler.indices(iteration)
     x = data.train_x[idx]
     if augment:
-        x = random_crop_flip(x, augment_generator(seed, iteration, x.device))
+        x = random_crop_flip(x, augment_generator(seed, iteration, x.device), pad_mode=data.pad_mode)
     return data.normalize(x), data.train_y[idx]
 
 

@@ -33,8 +33,17 @@ def factor_transfer_loss(factor_s: torch.Tensor, factor_t: torch.Tensor, p: int 
     return (q_s - q_t).abs().pow(p).mean()
 
 
+RECON_LOSSES = ("l1", "l2", "unit-l2")
+
+
 def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
-    """Paraphraser loss (Eq. 1): mean |x - P(x)| (authors' code, default) or mean (x - P(x))^2."""
+    """Paraphraser loss (Eq. 1): mean |x - P(x)| (authors' code, default) or mean (x - P(x))^2.
+
+    "unit-l2": MMRazor's `L2Loss` with its defaults, which its FT config pre-trains the
+    paraphraser with: each sample's map and reconstruction flattened and scaled to unit
+    L2 norm, the squared difference summed over the map and averaged over the batch,
+    mean_n || x_n/||x_n|| - P(x)_n/||P(x)_n|| ||^2 (docs/mmrazor.md).
+    """
     if reconstruction.shape != target.shape:
         raise ValueError(f"reconstruction {tuple(reconstruction.shape)} and target "
                          f"{tuple(target.shape)} differ in shape")
@@ -42,7 +51,10 @@ def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, kind
         return F.l1_loss(reconstruction, target)
     if kind == "l2":
         return F.mse_loss(reconstruction, target)
-    raise ValueError(f"unknown reconstruction loss '{kind}', choose l1 or l2")
+    if kind == "unit-l2":
+        diff = F.normalize(reconstruction.flatten(1), dim=1) - F.normalize(target.flatten(1), dim=1)
+        return diff.pow(2).sum(dim=1).mean()
+    raise ValueError(f"unknown reconstruction loss '{kind}', choose one of {', '.join(RECON_LOSSES)}")
 
 
 def factor_l1_penalty(factor: torch.Tensor) -> torch.Tensor:

@@ -438,7 +438,8 @@ def build_fact(args, student, frozen: Frozen, kd: KD | None):
                             f"{_shape(feats_t[j])}" for i, j in unequal)
         raise UserError(f"F-ActT (--method fact) needs student and teacher groups of equal width "
                         f"({listing}); use a student as wide as the teacher, or --method at")
-    task = ActivationTransfer(student, frozen.teacher, pairs, args.at_beta, kd, args.fact_reduction)
+    task = ActivationTransfer(student, frozen.teacher, pairs, args.at_beta, kd,
+                              args.fact_reduction or "positions")
     return task, {"pairs": pairs}
 
 

@@ -32,7 +32,11 @@ METRICS = "metrics.jsonl"
 LOCK = ".lock"
 
 # Arguments that may change between a run and its resumption without changing its result.
-RESUME_FREE_ARGS = {"out", "force", "device", "progress", "data_root", "eval_batch_size", "workers"}
+RESUME_FREE_ARGS = {"out", "force", "device", "progress", "data_root", "eval_batch_size", "workers",
+                    "default_iters"}
+# Options added after runs were made, with the value that reproduces those runs: such a
+# run resumes when the option has this value.
+ADDED_ARGS = {"recipe": "paper", "lr_decay": 0.1, "pad_mode": "zero"}
 
 
 def git_commit() -> str:
@@ -116,7 +120,8 @@ class RunDir:
         keys = (set(saved) | set(self.args)) - RESUME_FREE_ARGS
         # An option added after the run was made is no difference while it is off.
         differ = sorted(k for k in keys if saved.get(k) != self.args.get(k)
-                        and not (k not in saved and self.args.get(k) in (None, False)))
+                        and not (k not in saved and (self.args.get(k) in (None, False)
+                                                 or (k in ADDED_ARGS and self.args.get(k) == ADDED_ARGS[k]))))
         if differ:
             listing = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} -> {self.args.get(k)!r}"
                                 for k in differ)

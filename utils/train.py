@@ -307,7 +307,7 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
     try:
         with _Stop() as stop:
             for it in range(start, args.iters):
-                lr = lr_at(it, args.lr, args.milestones)
+                lr = lr_at(it, args.lr, args.milestones, args.lr_decay)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 x, y = next_batch(it)
@@ -435,4 +435,4 @@ def load_training_data(args, device: torch.device) -> ImageData:
     from utils.data import load_data
 
     return load_data(args.dataset, args.data_root, args.norm, args.train_subset,
-                     args.test_subset).to(device)
+                     args.test_subset, pad_mode=args.pad_mode).to(device)

@@ -1,0 +1,134 @@
+"""--recipe at (Table 2's environment, the attention-transfer authors' CIFAR recipe):
+flags resolved from the recipe, explicit flags winning, epochs turned into iterations,
+the lr decay factor, reflect padding, normalization, and old runs still resuming."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import train_paraphraser
+import train_student
+import train_teacher
+from helpers import checkpoint, metrics, run, tiny_runs  # noqa: F401
+from utils.cli import check_schedule
+from utils.data import NORM_STATS, crop_flip, load_data, random_crop_flip, augment_generator
+from utils.errors import UserError
+from utils.run import RunDir
+from utils.train import lr_at
+
+
+def _teacher_args(*argv):
+    args = train_teacher.get_args_parser().parse_args(["--out", "unused", *argv])
+    check_schedule(args)
+    return args
+
+
+def test_paper_recipe_is_the_default():
+    args = _teacher_args()
+    assert (args.recipe, args.iters, args.milestones, args.lr_decay, args.pad_mode) == \
+        ("paper", 64000, [32000, 48000], 0.1, "zero")
+    assert args.norm is None  # the dataset's own constants
+
+
+def test_at_recipe_200_epochs_lr_x02_at_60_120_160():
+    """CIFAR: 50,000 // 128 = 390 steps an epoch."""
+    args = _teacher_args("--recipe", "at")
+    assert args.iters == 200 * 390
+    assert args.milestones == [60 * 390, 120 * 390, 160 * 390]
+    assert (args.lr_decay, args.pad_mode, args.norm) == (0.2, "reflect", "at")
+    assert (args.lr, args.momentum, args.wd, args.batch_size) == (0.1, 0.9, 5e-4, 128)
+    # the student script takes the same recipe
+    s = train_student.get_args_parser().parse_args(["--out", "u", "--method", "ce", "--recipe", "at"])
+    check_schedule(s)
+    assert (s.iters, s.milestones, s.lr_decay) == (args.iters, args.milestones, 0.2)
+
+
+def test_explicit_flags_override_the_recipe():
+    args = _teacher_args("--recipe", "at", "--iters", "100", "--pad-mode", "zero", "--lr-decay", "0.5")
+    assert (args.iters, args.milestones, args.pad_mode, args.lr_decay, args.norm) == \
+        (100, [30, 60, 80], "zero", 0.5, "at")  # the recipe's milestone fractions of --iters
+    args = _teacher_args("--train-subset", "1280", "--epochs", "4", "--milestone-epochs", "2", "3")
+    assert (args.iters, args.milestones, args.lr_decay) == (40, [20, 30], 0.1)
+    with pytest.raises(UserError, match="--iters or --epochs"):
+        _teacher_args("--iters", "10", "--epochs", "2")
+    with pytest.raises(UserError, match="--milestones or --milestone-epochs"):
+        _teacher_args("--epochs", "2", "--milestones", "5", "--milestone-epochs", "1")
+
+
+def test_at_recipe_scales_its_milestones_with_a_shorter_run():
+    """--epochs 10 on 1,280 images (10 steps an epoch): 100 iterations, lr x0.2 at the
+    recipe's 30 % / 60 % / 80 % of them (epochs 3, 6, 8)."""
+    args = _teacher_args("--recipe", "at", "--train-subset", "1280", "--epochs", "10")
+    assert (args.iters, args.milestones, args.lr_decay) == (100, [30, 60, 80], 0.2)
+
+
+def test_lr_decay_factor():
+    assert lr_at(0, 0.1, [10, 20], 0.2) == pytest.approx(0.1)
+    assert lr_at(10, 0.1, [10, 20], 0.2) == pytest.approx(0.02)
+    assert lr_at(25, 0.1, [10, 20], 0.2) == pytest.approx(0.004)
+
+
+def test_reflect_padding_is_opencv_border_reflect():
+    """Each crop of the reflect-padded image equals numpy's 'symmetric' pad (OpenCV's
+    BORDER_REFLECT, edge pixel repeated), flipped where asked; zero padding unchanged."""
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    dy, dx = torch.tensor([0, 8, 4, 0, 8, 2]), torch.tensor([0, 8, 4, 8, 0, 7])
+    flip = torch.tensor([False, True, False, True, False, True])
+    out = crop_flip(x, dy, dx, flip, 4, "reflect")
+    zero = crop_flip(x, dy, dx, flip, 4, "zero")
+    for i in range(6):
+        for mode, got, fill in (("symmetric", out, {}), ("constant", zero, {"constant_values": 0})):
+            padded = np.pad(x[i].numpy(), ((0, 0), (4, 4), (4, 4)), mode=mode, **fill)
+            crop = padded[:, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32]
+            np.testing.assert_array_equal(got[i].numpy(), crop[:, :, ::-1] if flip[i] else crop)
+    # the two modes differ only where the crop reaches into the border
+    assert torch.equal(out[2], zero[2]) and not torch.equal(out[0], zero[0])
+    # same random offsets and flips for either mode
+    a = random_crop_flip(x, augment_generator(3, 5, torch.device("cpu")), pad_mode="reflect")
+    torch.testing.assert_close(a[2:3], crop_flip(x[2:3], *_offsets(3, 5, 6, 2), 4, "reflect"))
+
+
+def _offsets(seed, iteration, n, i):
+    gen = augment_generator(seed, iteration, torch.device("cpu"))
+    offsets = torch.randint(0, 9, (2, n), generator=gen)
+    flips = torch.rand(n, generator=gen) < 0.5
+    return offsets[0, i:i + 1], offsets[1, i:i + 1], flips[i:i + 1]
+
+
+def test_at_normalization_constants(tiny_folder):
+    data = load_data("folder", tiny_folder, norm="at", pad_mode="reflect")
+    mean, std = NORM_STATS["at"]
+    torch.testing.assert_close(data.mean.flatten(), torch.tensor(mean))
+    assert mean[0] == pytest.approx(125.3 / 255) and std[2] == pytest.approx(66.7 / 255)
+    assert data.to("cpu").pad_mode == "reflect"
+
+
+def test_at_recipe_through_the_three_scripts(tiny_runs, tmp_path):
+    """Teacher, paraphraser and student under --recipe at record the recipe, the
+    teacher's lr falls by 0.2 at its milestone, and the data is normalized with AT's
+    constants in every stage."""
+    common = [*tiny_runs.common, "--recipe", "at", "--eval-every", "2"]
+    t, p, s = tmp_path / "t", tmp_path / "p", tmp_path / "s"
+    run(train_teacher, [*common, "--arch", "resnet20", "--iters", "4", "--milestones", "2", "--out", str(t)])
+    run(train_paraphraser, [*common, "--teacher", str(t), "--iters", "2", "--out", str(p)])
+    run(train_student, [*common, "--method", "ft", "--teacher", str(t), "--paraphraser", str(p),
+                        "--iters", "4", "--out", str(s)])
+    for out in (t, p, s):
+        args = json.loads((out / "args.json").read_text())["args"]
+        assert (args["recipe"], args["pad_mode"], args["norm"]) == ("at", "reflect", "at"), out
+    lrs = [m["lr"] for m in metrics(t)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[-1] == pytest.approx(0.02)
+
+
+def test_a_run_made_before_the_recipe_flags_resumes(tmp_path):
+    """An args.json without recipe / lr_decay / pad_mode matches today's defaults."""
+    old = {"iters": 10, "lr": 0.1, "out": "x"}
+    RunDir(tmp_path / "r", old).start()
+    new = {**old, "recipe": "paper", "lr_decay": 0.1, "pad_mode": "zero", "epochs": None,
+           "milestone_epochs": None, "default_iters": 64000}
+    RunDir(tmp_path / "r", new)  # no error
+    with pytest.raises(UserError, match="different arguments"):
+        RunDir(tmp_path / "r", {**new, "recipe": "at"})
