@@ -264,3 +264,46 @@ def test_files_and_plots(t7_runs, tmp_path):
     assert (out / "report-table7.csv").exists()
     if importlib.util.find_spec("matplotlib") is not None:
         assert list(out.glob("table7-*-curves.png"))
+
+
+def test_multi_group_ft_beside_the_papers_7_01(tmp_path):
+    """Table 1 prints FT on every group (--ft-groups all) beside the paper's 7.01 and the
+    last-group FT at k = 0.5."""
+    root = tmp_path / "runs"
+    t = teacher(root, "t", "resnet56", 0, 6.5)
+    paras = [para(root, f"p{g}", t, 0, group=g) for g in (0, 1)] + [para(root, "plast", t, 0)]
+    student(root, "last", "ft", "resnet20", 0, 7.2, t, paras[-1])
+    args = student(root, "all", "ft", "resnet20", 0, 7.4, t, paras[0], ft_groups="all")
+    blob = json.loads((args / "args.json").read_text())
+    blob["args"]["paraphraser"] = [str(p) for p in paras]
+    (args / "args.json").write_text(json.dumps(blob))
+    text = markdown(root, "--table", "1")
+    part = text.split("Multi-group FT")[1]
+    ours, paper = table_lines(part, "ResNet-20 | ResNet-56")[:2]
+    assert cells(ours)[3:] == ["7.20 (n=1)", "7.40 (n=1)"]
+    assert cells(paper)[3:] == ["6.85", "7.01"]
+
+
+def test_recipes_make_separate_sections(tmp_path):
+    """Table 2 runs under --recipe at and Table 1 runs of the same teacher arch under the
+    paper's recipe never share a cell; each section's header names its recipe."""
+    root = tmp_path / "runs"
+    for recipe, err in (("paper", 6.0), ("at", 5.0)):
+        extra = {"recipe": recipe, "lr_decay": 0.2 if recipe == "at" else 0.1,
+                 "pad_mode": "reflect" if recipe == "at" else "zero"}
+        t = teacher(root, f"{recipe}/t", "wrn_40_1", 0, err, **extra)
+        student(root, f"{recipe}/ce", "ce", "wrn_16_1", 0, err + 3, **extra)
+        student(root, f"{recipe}/at", "at", "wrn_16_1", 0, err + 2, t, **extra)
+    text = markdown(root, "--table", "2")
+    assert "conflict" not in text
+    headers = [line for line in text.splitlines() if line.startswith("**Scale")]
+    assert len(headers) == 2
+    assert any("recipe at (the attention-transfer code's" in h for h in headers)
+    assert any("recipe paper (the paper's)" in h for h in headers)
+    at_part = text.split("recipe at")[1]
+    assert cells(table_lines(at_part, "WRN-16-1 | WRN-40-1")[0])[3:5] == ["8.00 (n=1)", "7.00 (n=1)"]
+    # a run made before --recipe existed (no recipe, lr_decay, pad_mode) joins the paper's section
+    student(root, "old/ce", "ce", "wrn_16_1", 1, 10.0)
+    text = markdown(root, "--table", "2")
+    paper_part = text.split("recipe paper")[1].split("**Scale")[0]
+    assert "9.50 ± 0.71 (n=2)" in paper_part

@@ -24,8 +24,9 @@ KNOBS = ("SEEDS", "GPUS", "RUNS_PER_GPU", "LAUNCHER", "DRY_RUN", "ONLY", "RUNS",
 # Runs per seed: (teachers, paraphrasers, students), from the paper's tables (SPEC).
 PER_SEED = {
     # 4 teachers; per teacher 5 k + CAE + RAE paraphrasers; 3 students alone (ResNet-20 is
-    # shared by two rows); per pair AT, KD, AT+KD, 7 FT, FT+KD.
-    "table1": (4, 4 * 7, 3 + 4 * 11),
+    # shared by two rows); per pair AT, KD, AT+KD, 7 FT, FT+KD; multi-group FT for
+    # ResNet-56 -> ResNet-20 (paraphrasers of groups 0 and 1, one student).
+    "table1": (4, 4 * 7 + 2, 3 + 4 * 11 + 1),
     # 2 teachers, one k=0.5 paraphraser each; per pair alone, AT, F-ActT, KD, AT+KD, FT.
     "table2": (2, 2, 2 * 6),
     # ResNet-110 shared by both rows; 7 paraphrasers; 2 students alone + 2 x 11.
@@ -118,7 +119,8 @@ def test_tables_share_runs_with_identical_commands(tmp_path):
 
 def test_table1_rows_and_columns(tmp_path):
     lines = dry_run("table1", SEEDS=1, RUNS=tmp_path)
-    students = [w for w in lines if w[1] == "train_student.py"]
+    everything = [w for w in lines if w[1] == "train_student.py"]
+    students = [w for w in everything if flag(w, "--ft-groups") != "all"]
     per_pair = Counter((flag(w, "--arch"), Path(flag(w, "--teacher") or "-").name, flag(w, "--method"))
                        for w in students)
     for s, t in (("resnet20", "resnet56"), ("resnet20", "wrn_40_1"), ("vgg13", "wrn_46_4"),
@@ -129,7 +131,14 @@ def test_table1_rows_and_columns(tmp_path):
             assert per_pair[(s, tt, method)] == 1
     paras = [w for w in lines if w[1] == "train_paraphraser.py"]
     assert sorted({flag(w, "--k") for w in paras if flag(w, "--k")}) == ["0.5", "1", "2", "3", "4"]
-    assert Counter(flag(w, "--kind") for w in paras) == {None: 20, "cae": 4, "rae": 4}
+    assert Counter(flag(w, "--kind") for w in paras) == {None: 22, "cae": 4, "rae": 4}
+    # multi-group FT: one student, with the k = 0.5 paraphrasers of groups 0, 1 and the last
+    multi = [w for w in everything if flag(w, "--ft-groups") == "all"]
+    assert len(multi) == 1 and flag(multi[0], "--arch") == "resnet20"
+    given = multi[0][multi[0].index("--paraphraser") + 1:multi[0].index("--paraphraser") + 4]
+    assert [Path(p).name for p in given] == ["para-resnet56-g0-k0.5-s0", "para-resnet56-g1-k0.5-s0",
+                                             "para-resnet56-k0.5-s0"]
+    assert {flag(w, "--group") for w in paras if "-g0-" in out_of(w) or "-g1-" in out_of(w)} == {"0", "1"}
     # VGG-13's factor comes from the group of WRN-46-4's spatial size (8x8).
     assert {flag(w, "--group") for w in paras if "wrn_46_4" in flag(w, "--teacher")} == {"2"}
     ftkd = [w for w in students if flag(w, "--method") == "ft+kd"]
