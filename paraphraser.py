@@ -1,7 +1,7 @@
 """The paraphraser: an autoencoder on the teacher's last-group feature map (paper Sec. 3.1).
 
 It keeps H and W and changes only channels; its encoder output is the *teacher
-factor* F_T that the student's translator learns to reproduce.  Layout (SPEC):
+factor* F_T that the student's translator learns to reproduce.  Layout (Sec. 3.1 and the appendix):
 
     encoder: conv C->C, conv C->kC, conv kC->kC
     decoder: deconv kC->kC, deconv kC->C, deconv C->C
@@ -46,7 +46,7 @@ def factor_channels(in_channels: int, k: float) -> int:
 def encoder_widths(in_channels: int, k: float, layers: int = 3, kind: str = "conv") -> list[int]:
     """Channel widths along the encoder, input first.
 
-    conv, 3 layers: C, C, kC, kC; 2 layers: C, C, kC; 1 layer: C, kC (SPEC, Table 4).
+    conv, 3 layers: C, C, kC, kC; 2 layers: C, C, kC; 1 layer: C, kC (Table 4).
     cae: C, 2C, 4C, 8C (each stride-2 layer doubles channels).
     """
     if kind == "cae":

@@ -147,7 +147,7 @@ def main(args: argparse.Namespace) -> None:
 
 
 def resolve_k(args: argparse.Namespace) -> None:
-    """--k's default depends on --kind: the RAE is the paraphraser with k = 2 (SPEC,
+    """--k's default depends on --kind: the RAE is the paraphraser with k = 2 (the paper,
     Table 1), any other kind 0.5 (the paper's default)."""
     if args.kind == "rae":
         if args.k is not None and args.k != RAE_K:

@@ -1,5 +1,5 @@
 """Parameter and multiply-add counts of the registered networks, the check on
-the definitions against the papers' tables (SPEC "Networks").
+the definitions against the papers' tables (their parameter counts).
 
     python -m models.summary [--dataset cifar10|cifar100] [--names resnet20 ...]
 """

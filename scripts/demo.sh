@@ -9,7 +9,7 @@
 # Scale knobs (environment): TEACHER_ITERS (default 400), STUDENT_ITERS (200),
 # PARA_ITERS (40), TEST_SUBSET (2000), OUT (runs/demo), DEVICE (auto).
 # The teacher gets twice the students' iterations: at short schedules a deeper
-# teacher is otherwise no better than the student (SPEC, reduced-scale runs).
+# teacher is otherwise no better than the student (docs/reproducing.md, "Reduced scale").
 # Re-running resumes or skips finished stages.
 set -euo pipefail
 cd "$(dirname "$0")/.."

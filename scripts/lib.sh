@@ -26,7 +26,7 @@
 #   DATA_ROOT=./data   its root (folder: a directory or .tar.gz of train/<class>, test/<class>)
 #   DATA_ROOT100       CIFAR-100's root (default: DATA_ROOT, or ./data when DATASET=folder)
 #   ITERS              student iterations (default: the scripts' own, 64,000)
-#   TEACHER_ITERS      teacher iterations (default: ITERS); SPEC: at reduced scale, train
+#   TEACHER_ITERS      teacher iterations (default: ITERS); at reduced scale, train
 #                      teachers far longer than students (e.g. 4x) or the tables say nothing
 #   PARA_EPOCHS | PARA_ITERS   paraphraser schedule (default: train_paraphraser.py's)
 #   TRAIN_SUBSET, TEST_SUBSET  class-balanced subsets (default: whole sets)
@@ -77,7 +77,7 @@ for _path in "$RUNS" "$DATA_ROOT" "$DATA_ROOT100" "$REPO"; do
 done
 if [[ -n $ITERS && $TEACHER_ITERS == "$ITERS" ]]; then
   say "note: teachers get as many iterations as students (ITERS=$ITERS); at reduced scale set" \
-      "TEACHER_ITERS (e.g. $((ITERS * 4))) so the teacher beats the student alone (SPEC, last section)"
+      "TEACHER_ITERS (e.g. $((ITERS * 4))) so the teacher beats the student alone (docs/reproducing.md)"
 fi
 
 seeds() { if [[ $SEEDS == *" "* ]]; then echo "$SEEDS"; else seq 0 $((SEEDS - 1)); fi; }
@@ -91,12 +91,12 @@ D100=$RUNS/cifar100
 TEACHER_SCHEDULE="${TEACHER_ITERS:+--iters $TEACHER_ITERS}"
 STUDENT_SCHEDULE="${ITERS:+--iters $ITERS}"
 PARA_SCHEDULE="${PARA_EPOCHS:+--epochs $PARA_EPOCHS}${PARA_ITERS:+--iters $PARA_ITERS}"
-# The paper's transfer hyperparameters (SPEC, "Hyperparameters" and "Baselines"), spelled out
+# The paper's transfer hyperparameters (Sec. 4 and its appendix; baselines as README "Choices"), spelled out
 # in every command so each run folder's args.json records them.
 FT="--beta 500 --p 1"
 KD="--kd-T 4 --kd-alpha 0.9"
 AT="--at-beta 1000"
-K_SWEEP="0.5 1 2 3 4"   # SPEC: five k values between 0.5 and 4, exact values UNCONFIRMED
+K_SWEEP="0.5 1 2 3 4"   # the paper: five k values between 0.5 and 4, exact values not stated
 
 # ------------------------------------------------------------------ declaring runs
 declare -a RUN_DIR=() RUN_CMD=() RUN_STAGE=() RUN_DEPS=()

@@ -36,8 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 MISSING = "—"
 
 # ----------------------------------------------------------------------------- the paper
-# Error (%) from the paper (SPEC, "The paper's tables").  Sweeps: k = 0.5 1 2 3 4 (the
-# paper's five values are UNCONFIRMED; SPEC's reading), then CAE and RAE.
+# Error (%) from the paper's Tables 1-4, 6 and 7.  Sweeps: k = 0.5 1 2 3 4 (the paper's
+# five values are not stated; our reading, see README "Choices"), then CAE and RAE.
 PAPER_T1 = {  # (student, teacher): student, AT, KD, FT (best k), AT+KD, FT+KD, teacher
     ("resnet20", "resnet56"): (7.78, 7.13, 7.19, 6.85, 6.89, 7.04, 6.39),
     ("resnet20", "wrn_40_1"): (7.78, 7.34, 7.09, 6.85, 7.00, 6.95, 6.84),
@@ -654,7 +654,7 @@ def scale_warnings(part: Part, filled_rows: list) -> list[str]:
         if isinstance(t, Agg) and isinstance(s, Agg) and t.mean >= s.mean:
             out.append(f"{row.name}: the teacher ({t.mean:.2f}) is no "
                        f"better than the student alone ({s.mean:.2f}); transfer results at this scale "
-                       f"say little about the paper's claim (SPEC, reduced-scale runs).")
+                       f"say little about the paper's claim (docs/reproducing.md, "Reduced scale").")
     return out
 
 

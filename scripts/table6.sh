@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Table 6, ImageNet: ResNet-18 student alone, KD, AT and FT from a ResNet-34 teacher, top-1 /
-# top-5 error.  The paper's ImageNet recipe (SPEC, "Hyperparameters"): 90 epochs at batch 256,
+# top-5 error.  The paper's ImageNet recipe (its appendix): 90 epochs at batch 256,
 # lr 0.1 x0.1 at epochs 30 and 60, weight decay 1e-4; paraphraser 1 epoch at lr 0.1 without BN
 # (the appendix: BN for CIFAR-10 only), k = 0.5 (UNCONFIRMED); FT beta 1000.  Every run is one
 # torchrun of NPROC processes (GPUs); --batch-size is the global batch whatever NPROC.

@@ -8,7 +8,7 @@ import torch
 from models import MODELS, build_model, model_names
 from models.summary import count_macs, count_params
 
-# Paper's figures in millions of parameters, 10 classes (SPEC "Networks"), with
+# Paper's figures in millions of parameters, 10 classes (the FT paper's tables and the AT paper's), with
 # the number of decimals printed. The paper truncates rather than rounds
 # (ResNet-56 has 0.8558M and is listed as 0.85M), so every count must
 # truncate to the printed figure.

@@ -1,4 +1,4 @@
-"""Paraphraser and translator: layer layout per SPEC, shapes, and the authors' checkpoint."""
+"""Paraphraser and translator: layer layout (paper Sec. 3.1, appendix), shapes, and the authors' checkpoint."""
 
 import pytest
 import torch

@@ -21,7 +21,7 @@ KNOBS = ("SEEDS", "GPUS", "RUNS_PER_GPU", "LAUNCHER", "DRY_RUN", "ONLY", "RUNS",
          "TEST_SUBSET", "EVAL_EVERY", "EXTRA_ARGS", "PYTHON", "SBATCH", "SQUEUE", "SBATCH_ARGS",
          "CUDA_VISIBLE_DEVICES")
 
-# Runs per seed: (teachers, paraphrasers, students), from the paper's tables (SPEC).
+# Runs per seed: (teachers, paraphrasers, students), from the paper's tables.
 PER_SEED = {
     # 4 teachers; per teacher 5 k + CAE + RAE paraphrasers; 3 students alone (ResNet-20 is
     # shared by two rows); per pair AT, KD, AT+KD, 7 FT, FT+KD; multi-group FT for

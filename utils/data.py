@@ -1,6 +1,6 @@
 """CIFAR data held on the training device as uint8, augmented in batches.
 
-The paper's CIFAR recipe (SPEC, "Hyperparameters"): random 32x32 crop of the image
+The paper's CIFAR recipe (its appendix): random 32x32 crop of the image
 zero-padded by 4 pixels, horizontal flip with probability 1/2, per-channel
 normalization.  Instead of decoding and augmenting each image through PIL in
 DataLoader workers, the whole dataset lives on the device as one uint8 tensor and
@@ -31,7 +31,7 @@ from utils.errors import UserError
 
 DATASETS = ("cifar10", "cifar100", "folder")
 
-# Normalization constants as the paper's code uses them (SPEC, "augmentation").
+# Normalization constants as the paper's code uses them (the authors' released scripts).
 NORM_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": (

@@ -2,7 +2,7 @@
 
 CIFAR lives on the device as one uint8 tensor (utils.data); ImageNet's 1.28M JPEGs of
 varied sizes neither fit there nor share a shape, so here each image is decoded and
-augmented on its own in worker processes, the standard recipe (SPEC, "augmentation"):
+augmented on its own in worker processes, the standard recipe (the paper's appendix):
 train RandomResizedCrop(224) + horizontal flip, evaluation Resize(256) + CenterCrop(224),
 both normalized with ImageNet's mean and std.
 
