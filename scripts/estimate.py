@@ -34,7 +34,8 @@ from models import build_model  # noqa: E402
 from models.summary import count_macs  # noqa: E402
 from paraphraser import Paraphraser  # noqa: E402
 
-STEPS_PER_EPOCH = 391  # ceil(50,000 / 128), CIFAR's training set at the paper's batch size
+STEPS_PER_EPOCH = 390  # 50,000 // 128: CIFAR's training set at the paper's batch size, last partial batch dropped
+RECIPE_EPOCHS = {"at": 200}  # --recipe at: 200 epochs unless --iters / --epochs say otherwise
 DEFAULT_ITERS = {"teacher": 64000, "student": 64000}
 DEFAULT_PARA_EPOCHS = 30
 BENCH = {"teacher": ("resnet56", None), "paraphraser": ("resnet56", 0.5), "student": ("resnet20", "resnet56")}
@@ -95,7 +96,8 @@ def parse_run(line: str) -> dict:
                          int(_opt(tokens, "--group", -1)))
     else:
         arch = _opt(tokens, "--arch")
-        iters = int(iters) if iters else DEFAULT_ITERS[stage]
+        epochs = _opt(tokens, "--epochs") or RECIPE_EPOCHS.get(_opt(tokens, "--recipe", "paper"))
+        iters = int(iters) if iters else round(float(epochs) * STEPS_PER_EPOCH) if epochs else DEFAULT_ITERS[stage]
         if stage == "student" and _opt(tokens, "--method", "ce") == "ce":
             teacher = None
         macs = step_macs(stage, arch, teacher, num_classes)

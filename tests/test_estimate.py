@@ -37,8 +37,8 @@ def test_the_benchmarked_runs_take_the_benchmarked_time():
     assert estimate.estimate([TEACHER], BENCH)["total_seconds"] == pytest.approx(1000 * 128 / 100.0)
     assert estimate.estimate([FT], BENCH)["total_seconds"] == pytest.approx(1000 * 128 / 200.0)
     assert estimate.estimate([FT], BENCH, "fast")["total_seconds"] == pytest.approx(1000 * 128 / 400.0)
-    # The paraphraser's default schedule is 30 epochs of 391 steps.
-    assert estimate.estimate([PARA], BENCH)["total_seconds"] == pytest.approx(30 * 391 * 128 / 400.0)
+    # The paraphraser's default schedule is 30 epochs of 390 steps (50,000 // 128).
+    assert estimate.estimate([PARA], BENCH)["total_seconds"] == pytest.approx(30 * 390 * 128 / 400.0)
 
 
 def test_costs_scale_with_the_networks():
@@ -69,3 +69,11 @@ def test_a_table_is_listed_by_its_own_script(tmp_path):
     result = json.loads(out.stdout)
     assert result["runs"] == sum(".py" in line for line in listed.splitlines()) > 0
     assert result["total_seconds"] > 0
+
+
+def test_recipe_at_counts_its_200_epochs():
+    """--recipe at without --iters: 200 epochs of 390 steps; --iters still wins."""
+    at = TEACHER.replace("--iters 1000", "--recipe at")
+    assert estimate.estimate([at], BENCH)["total_seconds"] == pytest.approx(200 * 390 * 128 / 100.0)
+    assert estimate.estimate([TEACHER + " --recipe at"], BENCH)["total_seconds"] == \
+        pytest.approx(1000 * 128 / 100.0)
