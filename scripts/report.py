@@ -124,6 +124,7 @@ class Run:
     scale: tuple | None = None     # (student iters, teacher iters, train subset, test subset, recipe)
     setting: dict = field(default_factory=dict)
     problem: str | None = None
+    teacher: str | None = None     # the teacher run's resolved path (or torchvision:NAME)
 
 
 def family(dataset: str) -> str:
@@ -244,6 +245,7 @@ def describe(run: Run, index: RunIndex) -> None:
         no_paraphraser=a.get("no_paraphraser", False) or not para,
         no_translator=a.get("no_translator", False), groups=a.get("ft_groups"))
     run.scale = (a.get("iters"), teacher.args.get("iters") if teacher else None, *subsets)
+    run.teacher = a["teacher"] if pretrained else str(teacher.path.resolve()) if teacher else None
     run.setting = _setting(a, {"arch", "method", "p", "no_paraphraser", "no_translator", "ft_groups"})
     if teacher:
         run.setting.update({f"teacher.{k}": v for k, v in _setting(teacher.args, {"arch"}).items()})
@@ -383,6 +385,7 @@ class Part:
     headers: list
     rows: list
     note: str = ""
+    pairs: tuple = ()    # (FT column, baseline column): paired comparisons under the table
 
 
 @dataclass
@@ -420,7 +423,8 @@ def transfer_table(key: str, dataset: str, paper: dict, sweep: dict, title: str)
         Part("", ["student", "teacher"], ["student", "AT", "KD", "FT", "AT+KD", "FT+KD (k=0.5)", "teacher"],
              main, note="FT: the best k of the sweep below, chosen on the test error (as the paper did); "
                         "its k is shown. AT = beta * sum of the groups' losses (beta 1000, the AT code); KD "
-                        "in the AT code's form (--kd-form at2017), alpha 0.9, T 4."),
+                        "in the AT code's form (--kd-form at2017), alpha 0.9, T 4.",
+             pairs=((3, 0), (3, 1), (3, 2), (3, 4), (3, 5))),
         Part("FT's paraphraser: k sweep (conv), CAE and RAE", ["student", "teacher"],
              [*(f"k={k:g}" for k in K_SWEEP), "CAE", "RAE"], sweep_rows,
              note="The paper's five k values are not stated; we read them as 0.5 1 2 3 4. RAE: k = 2 "
@@ -457,7 +461,7 @@ def table2() -> Table:
              "--recipe at (scripts/table2.sh: 200 epochs, lr x0.2 at epochs 60/120/160, reflect "
              "padding, the AT code's normalization); AT = beta * sum of the groups' losses (beta 1000), "
              "KD in the AT code's form (--kd-form at2017), F-ActT summed over channels and averaged "
-             "over positions (--fact-reduction positions).")])
+             "over positions (--fact-reduction positions).", pairs=((6, 0), (6, 1), (6, 2), (6, 3), (6, 4)))])
 
 
 def table4() -> Table:
@@ -499,7 +503,8 @@ def table7() -> Table:
     return Table("7", "Table 7 — L_FT with p = 1 vs p = 2, ResNet-20 student", [Part(
         "", ["dataset", "teacher", "k"], ["student alone", "FT p=1", "FT p=2", "teacher"], rows,
         note="k: the paper's best k of the sweep (its p = 1 figures equal the sweep's k1 on CIFAR-10 "
-             "and k5 on CIFAR-100). The paper's teacher errors are those of Tables 1 and 3.")])
+             "and k5 on CIFAR-100). The paper's teacher errors are those of Tables 1 and 3.",
+        pairs=((1, 0), (2, 0), (1, 2)))])
 
 
 def table6() -> Table:
@@ -516,7 +521,8 @@ def table6() -> Table:
         "", ["student", "teacher", "error"], ["student", "KD", "AT", "FT (k=0.5)", "teacher"], rows,
         note=f"Top-1 and top-5 error on the validation set (single centre crop). A teacher given as "
              f"--teacher torchvision:{t} (PRETRAINED_TEACHER=1) has no run folder: its column stays "
-             f"empty; torchvision publishes {tv1:.2f} / {tv5:.2f} for those weights.")])
+             f"empty; torchvision publishes {tv1:.2f} / {tv5:.2f} for those weights.",
+        pairs=((3, 0), (3, 1), (3, 2)))])
 
 
 def mmrazor() -> Table:
@@ -654,11 +660,12 @@ def scale_warnings(part: Part, filled_rows: list) -> list[str]:
         if isinstance(t, Agg) and isinstance(s, Agg) and t.mean >= s.mean:
             out.append(f"{row.name}: the teacher ({t.mean:.2f}) is no "
                        f"better than the student alone ({s.mean:.2f}); transfer results at this scale "
-                       f"say little about the paper's claim (docs/reproducing.md, "Reduced scale").")
+                       f"say little about the paper's claim (docs/reproducing.md, 'Reduced scale').")
     return out
 
 
-def render_markdown(table: Table, sections: list[Section], results: dict, best: bool) -> str:
+def render_markdown(table: Table, sections: list[Section], results: dict, best: bool,
+                    pairs: dict | None = None) -> str:
     which = "best evaluation (chosen on the test set, optimistic)" if best else "last iteration"
     lines = [f"## {table.title}", "",
              f"Ours: {table.unit} at the {which}, mean ± sample std over seeds (n = seeds). "
@@ -696,6 +703,7 @@ def render_markdown(table: Table, sections: list[Section], results: dict, best: 
             lines += [f"- ⚠ {w}" for w in warns]
             if conflicts or warns:
                 lines.append("")
+            lines += paired_markdown((pairs or {}).get((si, pi), []), best)
     return "\n".join(lines)
 
 
@@ -728,8 +736,99 @@ def to_csv(rows: list[dict]) -> str:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
         for r in rows:
-            writer.writerow({**r, "seeds": " ".join(str(s) for s in r["seeds"])})
+            writer.writerow({k: " ".join(map(str, v)) if isinstance(v, list) else v for k, v in r.items()})
     return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- paired comparisons
+# FT against each other method of its row, seed by seed: error(FT) - error(baseline) over the runs
+# of one section that share the seed and the teacher run (the student alone has none: the seed).
+# Student-t 0.975 quantiles, df = 1..30 (tests/test_report_paired.py recomputes them); beyond, 1.96.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042)
+
+
+def t_interval(diffs: list[float]) -> tuple:
+    """Mean, sample std and half width of the 95 % t-interval (std and width None below n = 2)."""
+    if len(diffs) < 2:
+        return (diffs[0] if diffs else None), None, None
+    sd, df = statistics.stdev(diffs), len(diffs) - 1
+    return statistics.fmean(diffs), sd, (T975[df - 1] if df <= len(T975) else 1.96) * sd / len(diffs) ** 0.5
+
+
+def paired_diffs(ft: list[Run], base: list[Run], best: bool, top5: bool) -> list[tuple]:
+    """[(seed, error(FT) - error(baseline))]; a (seed, teacher) key held by two runs pairs nothing."""
+    by_teacher = any(r.teacher for r in base)
+
+    def values(runs):
+        found = defaultdict(list)
+        for r in runs:
+            found[(r.args.get("seed"), r.teacher if by_teacher else None)].append(metric_value(r, best, top5))
+        return {key: v[0] for key, v in found.items() if len(v) == 1 and v[0] is not None}
+    a, b = values(ft), values(base)
+    keys = sorted(a.keys() & b.keys(), key=lambda k: (k[0] is None, k[0] or 0, str(k[1])))
+    return [(k[0], a[k] - b[k]) for k in keys]
+
+
+def verdict(mean: float | None, half: float | None, paper: float | None) -> str:
+    """Ours against the ordering the paper's FT - baseline gives."""
+    if not paper:
+        return "the paper's figures tie" if paper == 0 else "no paper figure"
+    if mean is None or mean == 0:
+        return "no paired runs" if mean is None else "tie on the mean"
+    holds = (mean < 0) == (paper < 0)
+    if half is not None and abs(mean) > half:
+        return ("holds" if holds else "reversed") + " (CI excl. 0)"
+    return "holds on the mean only" if holds else "reversed on the mean"
+
+
+def paired(table: Table, part: Part, section: Section, filled_rows: list, best: bool) -> list[dict]:
+    """One record per row with FT runs and per (FT, baseline) column pair of the part."""
+    out = []
+    for row, cells in zip(part.rows, filled_rows):
+        for fi, bi in part.pairs:
+            ft, base, ft_name, base_name = cells[fi], cells[bi], part.headers[fi], part.headers[bi]
+            if not isinstance(ft.value, Agg):
+                continue
+            diffs = paired_diffs(ft.value.runs, base.value.runs if isinstance(base.value, Agg) else [],
+                                 best, row.cells[fi].top5)
+            mean, sd, half = t_interval([d for _, d in diffs])
+            paper = None if None in (ft.paper, base.paper) else round(ft.paper - base.paper, 2)
+            sign = "" if paper is None else "<" if paper < 0 else ">" if paper else "="
+            out.append({
+                "table": table.key, "part": part.title or "main", "scale": describe_scale(section),
+                "row": row.name, "metric": ("best" if best else "last") + " " + table.unit,
+                "ft": ft_name, "ft_note": ft.note, "baseline": base_name, "n": len(diffs),
+                "seeds": [s for s, _ in diffs], "diffs": [round(d, 6) for _, d in diffs],
+                "mean": mean, "sd": sd, "ci_low": None if half is None else mean - half,
+                "ci_high": None if half is None else mean + half, "paper_diff": paper,
+                "ordering": f"{ft_name} {sign} {base_name}" if sign else "",
+                "verdict": verdict(mean, half, paper)})
+    return out
+
+
+def paired_markdown(recs: list[dict], best: bool) -> list[str]:
+    if not recs:
+        return []
+    lines = [f"*Paired differences (FT − baseline):* error(FT) − error(baseline) in points at the "
+             f"{'best evaluation' if best else 'last iteration'}, seed by seed, over runs that share the "
+             "seed and the teacher run (the student alone: the seed); n = pairs, mean and 95 % t-interval "
+             "(mean ± t(0.975, n−1) · sd / √n). A best-of-k FT is paired at the k the table chose (shown). "
+             "Paper: the paper's FT − baseline, whose sign gives the ordering.", ""]
+    for row in dict.fromkeys(r["row"] for r in recs):
+        group = [r for r in recs if r["row"] == row]
+        lines += [f"| {row}: FT − baseline | n | mean | 95% CI | paper | ordering (paper) | ours |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in group:
+            ft = f"{r['ft']} ({r['ft_note']})" if r["ft_note"] else r["ft"]
+            ci = (f"[{fmt(r['ci_low'], True)}, {fmt(r['ci_high'], True)}]" if r["ci_low"] is not None
+                  else "n=1, no interval" if r["n"] == 1 else MISSING)
+            lines.append(f"| {ft} − {r['baseline']} | {r['n']} | {fmt(r['mean'], True)} | {ci} | "
+                         f"{fmt(r['paper_diff'], True)} | {r['ordering'] or MISSING} | {r['verdict']} |")
+        lines += ["", f"Paper orderings, {row}: "
+                  + "; ".join(f"{r['ordering']}: {r['verdict']}" for r in group if r["ordering"]) + ".", ""]
+    return lines
 
 
 # ----------------------------------------------------------------------------- plots
@@ -823,15 +922,18 @@ def report(args: argparse.Namespace) -> dict[str, str]:
     problems = [f"- {r.path}: not placed, {r.problem}" for r in runs if r.problem]
     if problems:
         header += ["Runs left out:", *problems, ""]
-    md, rows, outputs = ["\n".join(header)], [], {}
+    md, rows, pair_rows, outputs = ["\n".join(header)], [], [], {}
     args.plots = []
     for table in tables:
         sections = sections_for(table_runs(table, runs))
         results = {(si, pi): [[fill(c, s, args.best) for c in row.cells] for row in part.rows]
                    if s is not None else [[Filled(None, c.paper) for c in row.cells] for row in part.rows]
                    for si, s in enumerate(sections or [None]) for pi, part in enumerate(table.parts)}
-        md.append(render_markdown(table, sections, results, args.best))
+        pairs = {(si, pi): paired(table, part, s, results[(si, pi)], args.best)
+                 for si, s in enumerate(sections) for pi, part in enumerate(table.parts) if part.pairs}
+        md.append(render_markdown(table, sections, results, args.best, pairs))
         rows += records(table, sections, results, args.best)
+        pair_rows += [r for recs in pairs.values() for r in recs]
         if args.out is not None and sections:
             try:
                 args.plots += plot(table, sections, results, args.out)
@@ -842,11 +944,13 @@ def report(args: argparse.Namespace) -> dict[str, str]:
         outputs[f"report{suffix}{'-best' if args.best else ''}.md"] = "\n".join(md)
     if "csv" in args.format:
         outputs[f"report{suffix}{'-best' if args.best else ''}.csv"] = to_csv(rows)
+        if pair_rows:
+            outputs[f"report{suffix}{'-best' if args.best else ''}-paired.csv"] = to_csv(pair_rows)
     if "json" in args.format:
         outputs[f"report{suffix}{'-best' if args.best else ''}.json"] = json.dumps(
             {"runs_dir": str(args.runs_dir), "metric": "best" if args.best else "last",
              "finished_runs": len(done), "unfinished_runs": len(runs) - len(done),
-             "cells": rows}, indent=2)
+             "cells": rows, "paired": pair_rows}, indent=2)
     return outputs
 
 
