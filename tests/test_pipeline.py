@@ -140,23 +140,41 @@ def test_frozen_parts_stay_frozen(stages):
 
 
 def test_real_cifar10_short_run_beats_chance(shared_cifar, tmp_path):
-    """A few hundred iterations on 2,000 real CIFAR-10 images: far above 10% accuracy."""
+    """A few hundred iterations on 2,000 real CIFAR-10 images: far above 10% accuracy.
+
+    Short SGD runs are chaotic: their float trajectories, and so their final errors, differ
+    between CPUs (seed 0's teacher / FT errors were 71.4 / 74.5 % on an AVX-512 Xeon and
+    70.8 / 71.3 % here). The bounds are sized from the spread over seeds, a fair proxy for
+    that. Seeds 0-7 of exactly this configuration (x86-64, torch CPU) gave
+      teacher error %    70.8 67.9 63.7 66.7 67.5 68.0 63.7 72.0
+      FT error %         72.0 69.7 68.4 66.4 68.7 69.3 66.6 71.8
+                         (67.4-71.3 with the former 20-iteration paraphraser)
+      recon_holdout at iteration 40 / at 10    0.68 0.68 0.64 0.65 0.62 0.72 0.64 0.59
+    Each error bound is >= 7.5 points above the worst result seen on any CPU and >= 8 points
+    below chance (90 %; on 1,000 test images a network that has not learned scores 90 +- ~1).
+    The paraphraser check is paired (the held-out loss at the end against the first
+    evaluation): an untrained paraphraser's absolute loss (0.37-0.56 on these teachers,
+    rising as its BatchNorm statistics adapt) overlaps what a short run reaches.
+    Not learning fails every check: with --lr 1e-8 for all three stages the errors are
+    90.0 / 90.0 % and the recon ratio 1.00; a paraphraser at lr 1e-8 on trained teachers
+    (seeds 0, 4) ends at 1.28 / 1.22 times its first loss.
+    """
     common = ["--dataset", "folder", "--data-root", str(shared_cifar), "--train-subset", "2000",
               "--test-subset", "1000", "--batch-size", "64", "--progress", "off"]
     run(train_teacher, [*common, "--arch", "resnet20", "--iters", "160", "--eval-every", "160",
                         "--out", str(tmp_path / "teacher")])
-    run(train_paraphraser, [*common, "--teacher", str(tmp_path / "teacher"), "--iters", "20",
-                            "--eval-every", "20", "--out", str(tmp_path / "para")])
+    run(train_paraphraser, [*common, "--teacher", str(tmp_path / "teacher"), "--iters", "40",
+                            "--eval-every", "10", "--out", str(tmp_path / "para")])
     run(train_student, [*common, "--method", "ft", "--arch", "resnet20", "--teacher", str(tmp_path / "teacher"),
                         "--paraphraser", str(tmp_path / "para"), "--iters", "100", "--eval-every", "100",
                         "--out", str(tmp_path / "ft")])
     teacher = json.loads((tmp_path / "teacher" / "final.json").read_text())
     ft = json.loads((tmp_path / "ft" / "final.json").read_text())
-    para = metrics(tmp_path / "para")[-1]
-    print("teacher", teacher["test_error_last"], "ft", ft["test_error_last"], "recon", para["recon_holdout"])
-    assert teacher["test_error_last"] < 65, teacher
-    assert ft["test_error_last"] < 70, ft
-    assert para["recon_holdout"] < 0.5
+    recon = [m["recon_holdout"] for m in metrics(tmp_path / "para")]
+    print("teacher", teacher["test_error_last"], "ft", ft["test_error_last"], "recon", recon)
+    assert teacher["test_error_last"] < 80, teacher
+    assert ft["test_error_last"] < 82, ft
+    assert len(recon) == 4 and recon[-1] < 0.85 * recon[0], recon
 
 
 def test_fold_bn_run_matches_the_plain_run(stages, tmp_path):
