@@ -24,6 +24,11 @@ from utils.train import (Stage, fit, load_training_data, open_run, resolve_devic
 
 DEFAULT_K = 0.5
 RAE_K = 2.0
+# --rae-lambda by --bn (scripts/rae_lambda.py, README "RAE: the penalty's weight").
+RAE_LAMBDA = {True: 0.1, False: 0.03}
+# What the other kinds record for the unused --rae-lambda: the former default, so that
+# paraphraser run folders made before it changed still resume.
+UNUSED_RAE_LAMBDA = 1e-4
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -49,8 +54,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="reconstruction loss: l1 = mean |x-P(x)| (authors' code); l2 = mean (x-P(x))^2; "
                              "unit-l2 = per sample ||x/||x|| - P(x)/||P(x)|| ||^2, batch mean (MMRazor's "
                              "L2Loss) (default: l1)")
-    parser.add_argument("--rae-lambda", type=float, default=1e-4,
-                        help="RAE only: weight lambda of the L1 penalty on the factor (default: 1e-4)")
+    parser.add_argument("--rae-lambda", type=float, default=None,
+                        help="RAE only: weight lambda of the penalty lambda * mean|F_T| (the paper gives "
+                             "none). Default 0.1 with BN, 0.03 without: in 200 steps on a ResNet-56's maps "
+                             "they shrink mean|F_T| by 59%% / 74%% and raise its Hoyer sparsity 0.46 -> 0.53 "
+                             "/ 0.43 -> 0.62 at +6%% / +8%% holdout reconstruction loss; the former 1e-4 "
+                             "changed nothing (scripts/rae_lambda.py, README)")
     parser.add_argument("--epochs", type=float, default=30,
                         help="training epochs, used when --iters is not given (paper: at most 30; the "
                              "authors' released paraphraser: 5) (default: 30)")
@@ -68,10 +77,11 @@ def main(args: argparse.Namespace) -> None:
     check_positive(args, "k", "epochs")
     if not 0 <= args.holdout < 1:
         raise UserError(f"--holdout must be in [0, 1), got {args.holdout}")
-    if args.kind == "rae" and args.rae_lambda <= 0:
-        raise UserError("--rae-lambda must be positive for --kind rae")
     if args.bn is None:
         args.bn = bn_default(args.dataset)
+    resolve_rae_lambda(args)
+    if args.kind == "rae" and args.rae_lambda <= 0:
+        raise UserError("--rae-lambda must be positive for --kind rae")
     teacher, teacher_ckpt = load_classifier(args.teacher)
     check_same_data(teacher_ckpt, "teacher", args.dataset)
     n_groups = len(teacher.group_channels)
@@ -156,6 +166,13 @@ def resolve_k(args: argparse.Namespace) -> None:
         args.k = RAE_K
     elif args.k is None:
         args.k = DEFAULT_K
+
+
+def resolve_rae_lambda(args: argparse.Namespace) -> None:
+    """--rae-lambda's default (after --bn's): RAE_LAMBDA by --bn for rae, the unused
+    UNUSED_RAE_LAMBDA for the other kinds."""
+    if args.rae_lambda is None:
+        args.rae_lambda = RAE_LAMBDA[args.bn] if args.kind == "rae" else UNUSED_RAE_LAMBDA
 
 
 def split_holdout(data, fraction: float, batch_size: int):

@@ -174,7 +174,7 @@ def test_reconstruction_loss_by_hand():
     a, b = torch.tensor([1.0, -2.0, 0.0]), torch.tensor([0.0, 0.0, 3.0])
     assert close(reconstruction_loss(a, b, "l1"), (1 + 2 + 3) / 3)
     assert close(reconstruction_loss(a, b, "l2"), (1 + 4 + 9) / 3)
-    with pytest.raises(ValueError, match="l1 or l2"):
+    with pytest.raises(ValueError, match="l1, l2, unit-l2"):
         reconstruction_loss(a, b, "l3")
 
 
@@ -201,3 +201,13 @@ def test_ktan_losses_by_hand():
     assert close(adversarial_loss(big), 0.0)                   # student fools D
     a, b = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 2.0]])
     assert close(feature_matching_loss(a, b), 2.0)             # (4 + 0) / 2
+
+
+def test_ft_norm_reduction_is_the_per_image_p_norm():
+    """--ft-reduction norm: ||q_T - q_S||_p per image, averaged over the batch (Eq. 3 as a
+    p-norm); for p = 1 it is C*H*W times the mean reduction."""
+    # normalized: q_s = [0.6, 0.8], q_t = [1, 0]; d = [-0.4, 0.8]
+    assert close(factor_transfer_loss(F_S, F_T, 1, "norm"), 1.2)
+    assert close(factor_transfer_loss(F_S, F_T, 2, "norm"), math.sqrt(0.16 + 0.64))
+    assert close(factor_transfer_loss(F_S, F_T, 2), (0.16 + 0.64) / 2)
+    assert close(factor_transfer_loss(F_S, F_T, 1, "norm"), 2 * factor_transfer_loss(F_S, F_T, 1))

@@ -15,22 +15,36 @@ import torch.nn.functional as F
 
 # --------------------------------------------------------------------- Factor Transfer
 
-def factor_transfer_loss(factor_s: torch.Tensor, factor_t: torch.Tensor, p: int = 1) -> torch.Tensor:
+FT_REDUCTIONS = ("mean", "norm")
+
+
+def factor_transfer_loss(factor_s: torch.Tensor, factor_t: torch.Tensor, p: int = 1,
+                         reduction: str = "mean") -> torch.Tensor:
     """Factor Transfer loss (Kim et al. 2018, Eq. 3), before the weight beta.
 
-        L_FT = mean | F_T / ||F_T||_2  -  F_S / ||F_S||_2 |^p
+    Each factor is flattened per sample (C*H*W) and L2-normalized, q = F / ||F||_2; then
 
-    Each factor is flattened per sample (C*H*W) and L2-normalized; the p-th power
-    of the difference is averaged over batch and elements, as the authors' code
-    does (`nn.L1Loss()` on `F.normalize(x.view(B, -1))`).  beta is defined against
-    this mean reduction.
+        "mean" (default):  mean over batch and elements of |q_t - q_s|^p, as the authors'
+                           code does for p = 1 (`nn.L1Loss()` on `F.normalize(x.view(B, -1))`);
+                           beta = 500 is defined against this reduction.
+        "norm":            Eq. (3) as printed, the p-norm ||q_t - q_s||_p of each sample (not
+                           raised to p, not divided by C*H*W), averaged over the batch.
+
+    For p = 1 the two differ by the constant C*H*W ("norm" = C*H*W * "mean"; beta / (C*H*W)
+    gives the same objective).  For p = 2 they are different functions: "mean" is
+    ||q_t - q_s||^2 / (C*H*W) <= 4 / (C*H*W), whose gradient vanishes as the factors meet;
+    "norm" is ||q_t - q_s||_2 <= 2, whose gradient has norm 1 wherever they differ.
     """
     if factor_s.shape != factor_t.shape:
         raise ValueError(f"student factor {tuple(factor_s.shape)} and teacher factor "
                          f"{tuple(factor_t.shape)} differ in shape")
     q_s = F.normalize(factor_s.flatten(1), dim=1)
     q_t = F.normalize(factor_t.flatten(1), dim=1)
-    return (q_s - q_t).abs().pow(p).mean()
+    if reduction == "mean":
+        return (q_s - q_t).abs().pow(p).mean()
+    if reduction == "norm":
+        return torch.linalg.vector_norm(q_s - q_t, ord=p, dim=1).mean()
+    raise ValueError(f"unknown FT reduction '{reduction}', choose one of {', '.join(FT_REDUCTIONS)}")
 
 
 RECON_LOSSES = ("l1", "l2", "unit-l2")

@@ -213,7 +213,8 @@ class FactorTransfer(Distillation):
     """
 
     def __init__(self, student: nn.Module, translator, teacher: nn.Module, paraphraser,
-                 beta: float = 500.0, p: int = 1, group=-1, *, student_group=None, kd: KD | None = None):
+                 beta: float = 500.0, p: int = 1, group=-1, *, student_group=None, kd: KD | None = None,
+                 reduction: str = "mean"):
         super().__init__(student, teacher, kd)
         groups = _as_list(group)
         n = len(groups)
@@ -231,7 +232,7 @@ class FactorTransfer(Distillation):
                 [q if q is not None else nn.Identity() for q in paraphrasers]))
         self._translators, self._paraphrasers = translators, paraphrasers
         self.groups, self.student_groups = groups, student_groups
-        self.beta, self.p = beta, p
+        self.beta, self.p, self.reduction = beta, p, reduction
         self._names = ["ft"] if n == 1 else [f"ft_g{g}" for g in groups]
 
     def transfer(self, feats_s, feats_t):
@@ -241,7 +242,7 @@ class FactorTransfer(Distillation):
             with torch.no_grad():
                 factor_t = feats_t[g_t] if paraphraser is None else paraphraser.encode(feats_t[g_t])
             factor_s = feats_s[g_s] if translator is None else translator(feats_s[g_s])
-            losses[name] = self.beta * factor_transfer_loss(factor_s, factor_t, self.p)
+            losses[name] = self.beta * factor_transfer_loss(factor_s, factor_t, self.p, self.reduction)
         return losses
 
 
@@ -486,7 +487,8 @@ def build_ft(args, student, frozen: Frozen, kd: KD | None):
     task = FactorTransfer(student, translators[0] if single else translators, frozen.teacher,
                           paraphrasers[0] if single else paraphrasers, beta=args.beta, p=args.p,
                           group=teacher_groups[0] if single else teacher_groups,
-                          student_group=student_groups[0] if single else student_groups, kd=kd)
+                          student_group=student_groups[0] if single else student_groups, kd=kd,
+                          reduction=args.ft_reduction)
     configs = [t.config if t is not None else None for t in translators]
     info = {"translator_config": configs[0] if single else configs,
             "groups": [[s, t] for s, t in zip(student_groups, teacher_groups)]}

@@ -36,7 +36,7 @@ RESUME_FREE_ARGS = {"out", "force", "device", "progress", "data_root", "eval_bat
                     "default_iters"}
 # Options added after runs were made, with the value that reproduces those runs: such a
 # run resumes when the option has this value.
-ADDED_ARGS = {"recipe": "paper", "lr_decay": 0.1, "pad_mode": "zero"}
+ADDED_ARGS = {"recipe": "paper", "lr_decay": 0.1, "pad_mode": "zero", "ft_reduction": "mean"}
 
 
 def git_commit() -> str:
