@@ -18,18 +18,24 @@ def close(a, b, tol=1e-6):
 
 # ---------------------------------------------------------------- KD
 
-def test_kd_against_the_formula():
-    """T^2 KL(p_t^T || p_s^T), KL summed over classes and averaged over the batch."""
-    logits_s = [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]
-    logits_t = [[3.0, 1.0, 0.0], [2.0, 0.0, -2.0]]
-    T = 2.0
+# Two samples x three classes, worked out by hand at temperature T = 2.
+KD_S = [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]
+KD_T = [[3.0, 1.0, 0.0], [2.0, 0.0, -2.0]]
 
+
+def _kl_terms(T: float) -> list[list[float]]:
+    """p_t log(p_t / p_s) per sample and class, p = softmax(logits / T)."""
     def softmax(z):
         e = [math.exp(v / T) for v in z]
         return [v / sum(e) for v in e]
 
-    kl = [sum(pt * math.log(pt / ps) for pt, ps in zip(softmax(t), softmax(s)))
-          for s, t in zip(logits_s, logits_t)]
+    return [[pt * math.log(pt / ps) for pt, ps in zip(softmax(t), softmax(s))] for s, t in zip(KD_S, KD_T)]
+
+
+def test_kd_against_the_formula():
+    """T^2 KL(p_t^T || p_s^T), KL summed over classes and averaged over the batch."""
+    logits_s, logits_t, T = KD_S, KD_T, 2.0
+    kl = [sum(row) for row in _kl_terms(T)]
     expected = T * T * sum(kl) / 2
     assert close(kd_loss(torch.tensor(logits_s), torch.tensor(logits_t), T), expected)
     assert close(kd_loss(torch.tensor(logits_s), torch.tensor(logits_t), T, "hinton"), expected)
@@ -39,16 +45,8 @@ def test_kd_against_the_formula():
 def test_kd_at2017_form_against_the_attention_transfer_code():
     """The AT authors' `distillation()`: KLDiv averaged over batch AND classes, times 2 T^2
     (alpha applied by the task).  Worked out by hand on 2 samples x 3 classes."""
-    logits_s = [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]
-    logits_t = [[3.0, 1.0, 0.0], [2.0, 0.0, -2.0]]
-    T = 2.0
-
-    def softmax(z):
-        e = [math.exp(v / T) for v in z]
-        return [v / sum(e) for v in e]
-
-    terms = [pt * math.log(pt / ps) for s, t in zip(logits_s, logits_t)
-             for pt, ps in zip(softmax(t), softmax(s))]
+    logits_s, logits_t, T = KD_S, KD_T, 2.0
+    terms = [v for row in _kl_terms(T) for v in row]
     expected = 2 * T * T * sum(terms) / 6  # mean over the 2 x 3 elements
     got = kd_loss(torch.tensor(logits_s), torch.tensor(logits_t), T, "at2017")
     assert close(got, expected)
