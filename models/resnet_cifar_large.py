@@ -29,7 +29,23 @@ def _projection(in_ch: int, out_ch: int, stride: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
 
 
-class BasicBlock(nn.Module):
+class _Block(nn.Module):
+    """What both block kinds share: the output from the residual branch's last conv
+    (`_last_conv`, before its BN `last_bn`), and that pre-BN map for MMRazor's taps."""
+
+    def _finish(self, pre_bn: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.last_bn(pre_bn) + self.shortcut(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._finish(self._last_conv(x), x)
+
+    def forward_pre_bn(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(block output, last conv output before its BN)."""
+        pre_bn = self._last_conv(x)
+        return self._finish(pre_bn, x), pre_bn
+
+
+class BasicBlock(_Block):
     expansion = 1
 
     def __init__(self, in_ch: int, ch: int, stride: int):
@@ -49,19 +65,9 @@ class BasicBlock(nn.Module):
         """The residual branch up to its last convolution, before that conv's BN."""
         return self.conv2(F.relu(self.bn1(self.conv1(x))))
 
-    def _finish(self, pre_bn: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn2(pre_bn) + self.shortcut(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._finish(self._last_conv(x), x)
-
-    def forward_pre_bn(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(block output, last conv output before its BN)."""
-        pre_bn = self._last_conv(x)
-        return self._finish(pre_bn, x), pre_bn
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     """1x1 reduce, 3x3 (carries the stride), 1x1 expand by 4."""
     expansion = 4
 
@@ -87,16 +93,6 @@ class Bottleneck(nn.Module):
         out = F.relu(self.bn2(self.conv2(out)))
         return self.conv3(out)
 
-    def _finish(self, pre_bn: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn3(pre_bn) + self.shortcut(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._finish(self._last_conv(x), x)
-
-    def forward_pre_bn(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(block output, last conv output before its BN)."""
-        pre_bn = self._last_conv(x)
-        return self._finish(pre_bn, x), pre_bn
 
 
 LAST_FEATURES = ("stage", "pre_bn")

@@ -108,8 +108,10 @@ PER_RUN_ARGS = {"seed", "out", "force", "device", "progress", "data_root", "eval
                 "save_every", "eval_every", "teacher", "paraphraser", "compile", "channels_last",
                 "default_iters"}
 SCALE_ARGS = {"iters", "train_subset", "test_subset", "recipe"}
-# Options added after runs were made, at the value those runs had: counted as absent.
-ADDED_DEFAULTS = {"lr_decay": 0.1, "pad_mode": "zero", "ft_reduction": "mean"}
+# Options added after runs were made, at the value those runs had (utils.run.ADDED_ARGS,
+# which lets such runs resume): counted as absent.
+sys.path.insert(0, str(REPO))
+from utils.run import ADDED_ARGS as ADDED_DEFAULTS  # noqa: E402
 RECIPES = {"paper": "the paper's", "at": "the attention-transfer code's (Table 2's environment)"}
 TRANSFER_FACTOR = {"ft", "ft+kd"}  # methods with a paraphraser/translator
 
