@@ -215,8 +215,7 @@ def main(args: argparse.Namespace) -> None:
     # ---------------------------------------------------------------- train
     stage = Stage(
         kind="student", task=task, trainable=task.trainable(), primary="test_error", info=info,
-        evaluate=lambda: classification_metrics(student, data, args.eval_batch_size, args.amp,
-                                                args.channels_last),
+        evaluate=lambda: classification_metrics(student, data, args.eval_batch_size, args.amp),
     )
     result = fit(stage, data, run, args)
     print(json.dumps(result, indent=2, sort_keys=True))

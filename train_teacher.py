@@ -50,8 +50,7 @@ def main(args: argparse.Namespace) -> None:
     # ---------------------------------------------------------------- train
     stage = Stage(
         kind="teacher", task=task, trainable=task.trainable(), primary="test_error",
-        evaluate=lambda: classification_metrics(model, data, args.eval_batch_size, args.amp,
-                                                args.channels_last),
+        evaluate=lambda: classification_metrics(model, data, args.eval_batch_size, args.amp),
         info={"arch": args.arch, "num_classes": data.num_classes, "dataset": args.dataset},
     )
     result = fit(stage, data, run, args)

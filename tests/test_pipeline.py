@@ -25,6 +25,10 @@ def metrics(out):
     return lines
 
 
+def final(out):
+    return json.loads((out / "final.json").read_text())
+
+
 def weights(out):
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
     return {f"{m}.{k}": v for m, sd in ckpt["modules"].items() for k, v in sd.items()}
@@ -177,15 +181,26 @@ def test_real_cifar10_short_run_beats_chance(shared_cifar, tmp_path):
     assert len(recon) == 4 and recon[-1] < 0.85 * recon[0], recon
 
 
-def test_fold_bn_run_matches_the_plain_run(stages, tmp_path):
-    """--fold-bn folds the frozen teacher's and paraphraser's BatchNorms: float32 rounding
-    only, so four steps log the same losses as the plain FT run to 1e-4."""
+def test_default_fast_paths_match_the_plain_run(stages, tmp_path):
+    """On the CPU the default run folds the frozen teacher's and paraphraser's BatchNorms
+    and trains channels-last: float32 rounding only, so the first step (same weights, same
+    batch) logs the plain run's (--no-fold-bn --no-channels-last) losses to 1e-5, and
+    final.json says which fast paths each used.  What follows the first update is looser:
+    the student's BatchNorms see 16 near-constant-colour images, whose tiny channel
+    variances amplify rounding (measured on these runs: test loss after one step 0.03-0.2%
+    apart, from channels-last; the training losses 3e-4 apart after two steps, 2% after
+    four), so the test loss after one step is held to 1%.  tests/test_fastpaths.py holds
+    one step's gradients on real images to 1e-3 of their norm."""
     root, common = stages
-    out = tmp_path / "ft-fold"
-    run(train_student, [*common, "--method", "ft", "--arch", "resnet20", "--teacher", str(root / "teacher"),
-                        "--paraphraser", str(root / "para"), "--fold-bn", "--out", str(out)])
-    plain, folded = metrics(root / "ft"), metrics(out)
-    assert [m["iter"] for m in folded] == [2, 4]
-    for a, b in zip(folded, plain):
-        for key in ("loss_ce", "loss_ft", "test_loss"):
-            assert a[key] == pytest.approx(b[key], rel=1e-4), (key, a, b)
+    runs = {}
+    for name, flags in (("fast", []), ("plain", ["--no-fold-bn", "--no-channels-last"])):
+        run(train_student, [*common, "--method", "ft", "--arch", "resnet20", "--teacher", str(root / "teacher"),
+                            "--paraphraser", str(root / "para"), "--iters", "1", "--eval-every", "1",
+                            *flags, "--out", str(tmp_path / name)])
+        runs[name] = metrics(tmp_path / name)
+    (fast,), (plain,) = runs["fast"], runs["plain"]
+    for key in ("loss_ce", "loss_ft"):
+        assert fast[key] == pytest.approx(plain[key], rel=1e-5), (key, fast, plain)
+    assert fast["test_loss"] == pytest.approx(plain["test_loss"], rel=1e-2), (fast, plain)
+    assert final(tmp_path / "fast")["fast_paths"] == {"channels_last": True, "fold_bn": True}
+    assert final(tmp_path / "plain")["fast_paths"] == {"channels_last": False, "fold_bn": False}

@@ -184,19 +184,30 @@ def test_conflicting_settings_are_not_averaged(tmp_path):
 
 
 def test_an_option_added_later_is_no_difference_while_off(tmp_path):
-    # Seed 0 was trained before --fold-bn existed (no key), seed 1 with it off: one cell, n = 2.
+    # Seed 0 was trained before --ft-reduction existed (no key), seed 1 at the value those
+    # runs had (mean): one cell, n = 2.
     root = tmp_path / "runs"
     t = teacher(root, "t", "resnet56", 0, 6.0)
     p = para(root, "p", t, 0)
-    p1 = para(root, "p1", t, 1, fold_bn=False)
     student(root, "a", "ft", "resnet20", 0, 7.0, t, p)
-    student(root, "b", "ft", "resnet20", 1, 8.0, t, p1, fold_bn=False)
+    student(root, "b", "ft", "resnet20", 1, 8.0, t, p, ft_reduction="mean")
     assert cells(table_lines(markdown(root, "--table", "7"), "CIFAR-10")[0])[5] == "7.50 ± 0.71 (n=2)"
-    # Turned on, it is a different setting again.
-    student(root, "c", "ft", "resnet20", 2, 9.0, t, p, fold_bn=True)
+    # Another value is a different setting.
+    student(root, "c", "ft", "resnet20", 2, 9.0, t, p, ft_reduction="norm")
     text = markdown(root, "--table", "7")
     assert cells(table_lines(text, "CIFAR-10")[0])[5] == "conflict (2 settings)"
-    assert "fold_bn=True" in text
+    assert "ft_reduction=norm" in text
+
+
+def test_fast_paths_do_not_split_a_cell(tmp_path):
+    # --fold-bn / --channels-last change float32 rounding only: on, off and auto share a cell.
+    root = tmp_path / "runs"
+    t = teacher(root, "t", "resnet56", 0, 6.0)
+    p = para(root, "p", t, 0)
+    student(root, "a", "ft", "resnet20", 0, 7.0, t, p, fold_bn=None, channels_last=None)
+    student(root, "b", "ft", "resnet20", 1, 8.0, t, p, fold_bn=True, channels_last=False)
+    student(root, "c", "ft", "resnet20", 2, 9.0, t, p, fold_bn=False, channels_last=True)
+    assert cells(table_lines(markdown(root, "--table", "7"), "CIFAR-10")[0])[5] == "8.00 ± 1.00 (n=3)"
 
 
 def test_scales_make_sections_and_teacher_warning(tmp_path):

@@ -83,14 +83,19 @@ def add_run_args(parser: argparse.ArgumentParser, *, eval_every: int = 1000) -> 
                    help="under torchrun: batch-norm statistics over the global batch, not each process's")
     g.add_argument("--progress", default="auto", choices=("auto", "on", "off"),
                    help="tqdm progress bar (auto: when stderr is a terminal)")
-    g = parser.add_argument_group("speed (numerics-changing options are off by default)")
+    g = parser.add_argument_group(
+        "speed", "float32 fast paths change only rounding; auto (the default) turns them on where "
+        "scripts/benchmark.py measured them faster: the CPU")
     g.add_argument("--amp", default="none", choices=("none", "bf16"),
                    help="bf16 autocast for forward passes (default: none, fp32)")
-    g.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format for every network and batch (default: auto, "
+                        "on for the CPU, off on CUDA)")
     g.add_argument("--compile", action="store_true", help="torch.compile the training step's modules")
-    g.add_argument("--fold-bn", action="store_true",
+    g.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="fold the frozen teacher's / paraphraser's BatchNorms into their convolutions "
-                        "(same function, float32 rounding differs)")
+                        "(same function, float32 rounding differs; default: auto, on for the CPU, "
+                        "off on CUDA)")
 
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:

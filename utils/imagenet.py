@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from utils import perf
 from utils.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -211,8 +212,7 @@ class ImageNetData:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     @torch.inference_mode()
-    def evaluate(self, model: nn.Module, batch_size: int, amp: str = "none",
-                 channels_last: bool = False) -> dict:
+    def evaluate(self, model: nn.Module, batch_size: int, amp: str = "none") -> dict:
         """Top-1 / top-5 error (%) and cross-entropy of a `(logits, feats)` model on val/.
 
         `batch_size` images per process; under torchrun each rank evaluates its shard
@@ -220,6 +220,7 @@ class ImageNetData:
         """
         was_training = model.training
         model.eval()
+        channels_last = perf.is_channels_last(model)
         # wrong top-1, wrong top-5, summed cross-entropy, images
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)
         cast = torch.autocast(self.device.type, dtype=torch.bfloat16) if amp == "bf16" \

@@ -1,4 +1,5 @@
-"""Process-level speed settings that leave the numbers unchanged.
+"""Speed settings: the process-level ones leave every number unchanged; the float32 fast
+paths change rounding only.
 
 `keep_freed_memory()`: glibc's malloc hands large freed blocks back to the kernel
 (blocks above its mmap threshold are unmapped; free space at the top of the heap is
@@ -11,20 +12,14 @@ CPU (`scripts/benchmark.py`).  Resident memory stays at the run's peak instead o
 breathing, and free space up to the 1 GiB trim threshold stays mapped (the benchmark's
 CPU student step: 2.27 GB resident against 2.0 GB for the reference pipeline).  Set FT_KEEP_FREED_MEMORY=0 to leave malloc as it is.
 
-`fold_frozen_batchnorm(task)` (`--fold-bn`, off by default: it changes float32
-rounding): in eval mode a BatchNorm is a fixed affine map, so a frozen network's
-conv -> BN pair is one convolution with rescaled weights and a bias, one pass over
-the activations fewer per layer.  The teacher's forward is most of a paraphraser step.
+`fold_frozen_batchnorm(task)`: in eval mode a BatchNorm is a fixed affine map, so a
+frozen network's conv -> BN pair is one convolution with rescaled weights and a bias, one
+pass over the activations fewer per layer.  The teacher's forward is most of a
+paraphraser step.
 
-`exact_channels_last_stem(task)` (on by default for frozen networks on the CPU;
-FT_EXACT_LAYOUT=0 turns it off): a frozen network's stem and first group (16 channels at
-32x32 for the CIFAR ResNets) run in channels-last memory format, the rest in NCHW.
-Where oneDNN computes a 16-channel convolution with the same kernel in both layouts (a
-16-channel block is a channels-last row: AVX-512 machines), the features are the same
-bits and the first group is ~15% of a ResNet-56 forward faster.  It is never assumed:
-the first forward of each input shape runs both ways, compares every output bit for
-bit and times both; a shape takes the channels-last path only if its outputs were
-identical and it was faster.
+`fast_paths(args, device)`: --channels-last and --fold-bn change float32 rounding only
+(tests/test_fastpaths.py bounds the difference); left at auto they are on for the CPU,
+where `scripts/benchmark.py` measures both faster, and off on CUDA until measured there.
 
 `prepare_task(task, device, ...)` applies these to a task before training: what `fit`
 does, and what the benchmark times as `fit`'s step.
@@ -39,7 +34,6 @@ import ctypes
 import ctypes.util
 import os
 import sys
-import time
 
 import torch
 from torch import nn
@@ -116,94 +110,26 @@ def fold_frozen_batchnorm(task: nn.Module) -> None:
         fold_batchnorm(getattr(task, name))
 
 
-class _ExactChannelsLastStem:
-    """Hooks of `exact_channels_last_stem` on one frozen network (see the module docstring)."""
-
-    def __init__(self, model: nn.Module):
-        self.verdicts: dict[tuple, bool] = {}
-        self._probing = False
-        model.register_forward_pre_hook(self._enter)
-        model.groups[0].register_forward_hook(self._leave)
-
-    def _enter(self, model, args):
-        x = args[0] if args else None
-        if (self._probing or torch.is_grad_enabled() or model.training or not isinstance(x, torch.Tensor)
-                or x.dim() != 4 or x.device.type != "cpu" or not x.is_contiguous()):
-            return None
-        key = (tuple(x.shape), x.dtype, *_cpu_autocast())
-        if key not in self.verdicts:
-            self.verdicts[key] = self._probe(model, args)
-        if self.verdicts[key]:
-            return (x.contiguous(memory_format=torch.channels_last), *args[1:])
-        return None
-
-    def _probe(self, model, args) -> bool:
-        x_cl = args[0].contiguous(memory_format=torch.channels_last)
-        self._probing = True
-        try:
-            if not _identical(model(*args), model(x_cl, *args[1:])):
-                return False
-            plain, fast = [], []
-            for _ in range(2):
-                plain.append(_seconds(lambda: model(*args)))
-                fast.append(_seconds(lambda: model(x_cl, *args[1:])))
-            return min(fast) < min(plain)
-        finally:
-            self._probing = False
-
-    @staticmethod
-    def _leave(group, args, out):
-        if isinstance(out, torch.Tensor) and not out.is_contiguous():
-            return out.contiguous()  # back to NCHW for the rest of the network
-        return None
-
-
-def _cpu_autocast() -> tuple:
-    try:
-        return torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
-    except (TypeError, AttributeError):  # torch < 2.4's spelling
-        return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
-
-
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _identical(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
-    if isinstance(a, (list, tuple)):
-        return (isinstance(b, (list, tuple)) and len(a) == len(b)
-                and all(_identical(u, v) for u, v in zip(a, b)))
-    return a == b
-
-
-def exact_channels_last_stem(task: nn.Module) -> list[str]:
-    """Put the probe-guarded channels-last stem (module docstring) on each frozen network of
-    `task` that has `groups` (the CIFAR ResNets and WRNs); returns their names.  Not for
-    --channels-last (the whole task is channels-last then) or --compile runs."""
-    if os.environ.get("FT_EXACT_LAYOUT", "1") == "0":
-        return []
-    done = []
-    for name in getattr(task, "_frozen_names", []):
-        model = getattr(task, name)
-        groups = getattr(model, "groups", None)
-        if isinstance(groups, nn.ModuleList) and len(groups) > 0 and not hasattr(model, "_exact_stem"):
-            model._exact_stem = _ExactChannelsLastStem(model)
-            done.append(name)
-    return done
+def fast_paths(args, device: torch.device) -> dict[str, bool]:
+    """The float32 fast paths a run uses: --channels-last / --fold-bn as given, or at auto
+    (None) on for the CPU and off on CUDA (module docstring)."""
+    auto = device.type == "cpu"
+    chosen = {name: getattr(args, name, None) for name in ("channels_last", "fold_bn")}
+    return {name: auto if value is None else bool(value) for name, value in chosen.items()}
 
 
 def prepare_task(task: nn.Module, device: torch.device, fold_bn: bool = False,
-                 channels_last: bool = False, compile: bool = False) -> None:
-    """A task's modules as `fit` trains them: frozen BNs folded (--fold-bn), the whole task
-    channels-last (--channels-last), else, on the CPU and not compiled, the probe-guarded
-    channels-last stem of its frozen networks."""
+                 channels_last: bool = False) -> None:
+    """A task's modules as `fit` trains them: frozen BNs folded, the whole task channels-last."""
     if fold_bn:
         fold_frozen_batchnorm(task)
     if channels_last:
         task.to(memory_format=torch.channels_last)
-    elif device.type == "cpu" and not compile:
-        exact_channels_last_stem(task)
+
+
+def is_channels_last(model: nn.Module) -> bool:
+    """Are the model's convolution weights in channels-last format (prepare_task)?  Its
+    inputs are then best given in that format too."""
+    weight = next((p for p in model.parameters() if p.dim() == 4), None)
+    return (weight is not None and weight.is_contiguous(memory_format=torch.channels_last)
+            and not weight.is_contiguous())

@@ -34,6 +34,9 @@ LOCK = ".lock"
 # Arguments that may change between a run and its resumption without changing its result.
 RESUME_FREE_ARGS = {"out", "force", "device", "progress", "data_root", "eval_batch_size", "workers",
                     "default_iters"}
+# Options whose default (None) means "auto" (utils.perf.fast_paths): resuming a run folder
+# that holds an explicit value keeps that value (runs made when the default was off).
+AUTO_ARGS = {"channels_last", "fold_bn"}
 # Options added after runs were made, with the value that reproduces those runs: such a
 # run resumes when the option has this value.
 ADDED_ARGS = {"recipe": "paper", "lr_decay": 0.1, "pad_mode": "zero", "ft_reduction": "mean"}
@@ -117,6 +120,9 @@ class RunDir:
             saved = json.loads(saved_path.read_text())["args"]
         except (ValueError, KeyError):
             raise UserError(f"{saved_path} is unreadable; pass --force to start this run afresh") from None
+        for key in AUTO_ARGS:  # self.args is the script's vars(args): the namespace follows
+            if self.args.get(key, False) is None and saved.get(key) is not None:
+                self.args[key] = saved[key]
         keys = (set(saved) | set(self.args)) - RESUME_FREE_ARGS
         # An option added after the run was made is no difference while it is off.
         differ = sorted(k for k in keys if saved.get(k) != self.args.get(k)

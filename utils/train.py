@@ -63,16 +63,16 @@ def autocast(device: torch.device, amp: str):
 
 
 @torch.inference_mode()
-def classification_metrics(model: nn.Module, data: ImageData, batch_size: int, amp: str = "none",
-                           channels_last: bool = False) -> dict:
+def classification_metrics(model: nn.Module, data: ImageData, batch_size: int, amp: str = "none") -> dict:
     """Top-1 / top-5 test error (%) and test cross-entropy of a `(logits, feats)` model.
 
     Under torchrun each rank evaluates its shard of the test set and the sums are
     added across ranks.  A data object with its own `evaluate` (ImageNet) does it itself.
     """
     if hasattr(data, "evaluate"):
-        return data.evaluate(model, batch_size, amp, channels_last)
+        return data.evaluate(model, batch_size, amp)
     was_training = model.training
+    channels_last = perf.is_channels_last(model)
     model.eval()
     device = data.test_x.device
     sums = torch.zeros(3, device=device, dtype=torch.float64)  # wrong top-1, wrong top-5, loss
@@ -247,7 +247,8 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
     params = [p for m in stage.trainable.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.wd)
     next_batch = batch_source(data, args.batch_size, args.seed, stage.augment)
-    perf.prepare_task(stage.task, device, getattr(args, "fold_bn", False), args.channels_last, args.compile)
+    fast = perf.fast_paths(args, device)
+    perf.prepare_task(stage.task, device, fast["fold_bn"], fast["channels_last"])
     forward = stage.task
     if distributed.active():
         if hasattr(stage.task, "auxiliary_step"):
@@ -288,7 +289,7 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
         if not main:
             return
         run.save_checkpoint({
-            "kind": stage.kind, "iteration": iteration, "args": vars(args), **stage.info,
+            "kind": stage.kind, "iteration": iteration, "args": vars(args), **stage.info, "fast_paths": fast,
             "modules": {n: m.state_dict() for n, m in stage.trainable.items()},
             "optimizer": optimizer.state_dict(), "best": best, "best_iter": best_iter,
             "wall_time_s": wall_before + time.perf_counter() - t0,
@@ -311,24 +312,11 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 x, y = next_batch(it)
-                if args.channels_last:
+                if fast["channels_last"]:
                     x = x.contiguous(memory_format=torch.channels_last)
                 logits, losses, total = step(x, y)
 
-                # Window sums; a NaN anywhere stays NaN in its sum and is caught below.
-                parts = {k: v.detach().float() for k, v in losses.items()}
-                if logits is not None:
-                    parts["train_error"] = 100.0 * (logits.detach().argmax(1) != y).float().mean()
-                if window is None:
-                    window = {k: torch.zeros((), device=device) for k in (*parts, "steps", "first_bad")}
-                    window["first_bad"] -= 1
-                bad = ~torch.isfinite(total.detach())
-                window["first_bad"] = torch.where(bad & (window["first_bad"] < 0),
-                                                  torch.tensor(float(it + 1), device=device),
-                                                  window["first_bad"])
-                for k, v in parts.items():
-                    window[k] += v
-                window["steps"] += 1
+                window = add_to_window(window, losses, logits, y, total, it)
                 bar.update(1)
 
                 done = it + 1
@@ -363,12 +351,33 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
     result = {
         f"{stage.primary}_last": metrics[stage.primary], f"{stage.primary}_best": best,
         "best_iter": best_iter, "iters": args.iters, "wall_time_s": record["wall_time_s"],
-        "kind": stage.kind, "last": final_metrics,
+        "kind": stage.kind, "last": final_metrics, "fast_paths": fast,
     }
     if main:
         run.write_final(result)
     distributed.barrier()
     return result
+
+
+def add_to_window(window: dict | None, losses: dict, logits: torch.Tensor | None, y: torch.Tensor,
+                  total: torch.Tensor, iteration: int) -> dict:
+    """Add one step to the on-device sums of each loss part and the training error since
+    the last evaluation (a new window when `window` is None), with no host sync.  A NaN
+    stays NaN in its sum; `first_bad` keeps the first step whose total was not finite."""
+    device = total.device
+    parts = {k: v.detach().float() for k, v in losses.items()}
+    if logits is not None:
+        parts["train_error"] = 100.0 * (logits.detach().argmax(1) != y).float().mean()
+    if window is None:
+        window = {k: torch.zeros((), device=device) for k in (*parts, "steps", "first_bad")}
+        window["first_bad"] -= 1
+    bad = ~torch.isfinite(total.detach())
+    window["first_bad"] = torch.where(bad & (window["first_bad"] < 0),
+                                      torch.tensor(float(iteration + 1), device=device), window["first_bad"])
+    for k, v in parts.items():
+        window[k] += v
+    window["steps"] += 1
+    return window
 
 
 def _read_window(window: dict, done: int) -> dict:
