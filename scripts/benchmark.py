@@ -69,7 +69,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first (default: 3)")
     parser.add_argument("--fast", default="auto",
                         help="flags of (b): 'auto' searches the candidates on this device, or a "
-                             "comma list of channels_last, bf16, fold_bn, compile ('' for none) (default: auto)")
+                             "comma list of channels_last, bf16, fold_bn, compile, cuda_graph ('' for none) "
+                             "(default: auto)")
     parser.add_argument("--candidates", default=None,
                         help="flag sets (b)'s search races against the default, ';'-separated comma "
                              "lists (default: the combinations of channels_last, bf16 and fold_bn, then the "
@@ -143,7 +144,9 @@ class Ours:
         self.sampler = BatchSampler(len(data.train_y), args.batch_size, args.seed, device)
         perf.prepare_task(self.task, device, "fold_bn" in flags, self.channels_last)
         self.step = make_step(self.task, self.optimizer, device, "bf16" if "bf16" in flags else "none",
-                              "compile" in flags)
+                              "compile" in flags, graph="cuda_graph" in flags)
+        if "cuda_graph" in flags:
+            self.step = perf.GraphedStep(self.step, self.task.trainable(), self.optimizer, device)
         self.task.train()
         self.iteration = 0
         self.window = None
@@ -284,19 +287,20 @@ DISTURBED = {"rerun": 0, "kept": 0}
 
 
 def parse_flags(text: str) -> frozenset:
-    allowed = {"channels_last", "bf16", "compile", "fold_bn"}
+    allowed = {"channels_last", "bf16", "compile", "fold_bn", "cuda_graph"}
     flags = frozenset(f.strip() for f in text.split(",") if f.strip())
     if flags - allowed:
         raise SystemExit(f"benchmark.py: unknown flag(s) {sorted(flags - allowed)}; use {sorted(allowed)}")
     return flags
 
 
-def candidates(args, stage: str) -> list[frozenset]:
-    """(b)'s first-round candidates: every combination of channels_last, bf16 and (for a
-    stage with frozen networks) fold_bn."""
+def candidates(args, stage: str, device: torch.device) -> list[frozenset]:
+    """(b)'s first-round candidates: every combination of channels_last, bf16, (for a stage
+    with frozen networks) fold_bn and (on CUDA) cuda_graph."""
     if args.candidates is not None:
         return [parse_flags(c) for c in args.candidates.split(";")]
-    names = ["channels_last", "bf16"] + (["fold_bn"] if stage in ("paraphraser", "student") else [])
+    names = ["channels_last", "bf16"] + (["fold_bn"] if stage in ("paraphraser", "student") else []) \
+        + (["cuda_graph"] if device.type == "cuda" else [])
     return [frozenset(c) for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
 
 
@@ -320,10 +324,10 @@ def search_fast(stage, nets, data, device, args, default, log) -> tuple[frozense
         log(f"  {variant.label:28s} built and warmed up in {time.perf_counter() - start:.1f} s")
         return variant
 
-    pool = {"": default, **{",".join(sorted(f)): warm(f) for f in candidates(args, stage) if f != default.flags}}
+    pool = {"": default, **{",".join(sorted(f)): warm(f) for f in candidates(args, stage, device) if f != default.flags}}
     trials = race(pool, args, device)
     best = max(trials, key=trials.get)
-    if not args.quick and args.candidates is None and "compile" not in best:
+    if not args.quick and args.candidates is None and "compile" not in best and "cuda_graph" not in best:
         compiled = ",".join(sorted(best.split(",") + ["compile"])).strip(",")
         final = {best: pool[best], compiled: warm(parse_flags(compiled))}
         rematch = race(final, args, device)

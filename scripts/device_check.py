@@ -33,6 +33,7 @@ The checks, in order of importance (docs/device_check.md says why each is built 
                     and the paper's 64,000-iteration run's time, extrapolated from it and said
                     so, or measured when the budget holds the full run.
   ft-timing-fast    the same with --amp bf16 --channels-last --fold-bn.
+  ft-timing-graph   the same with those flags and --cuda-graph (the whole step one CUDA graph).
 
 Any check that errors (non-zero exit, exception, NaN, time box exceeded) is recorded with
 "ok": false and the tail of its output, the remaining checks still run, and the script
@@ -69,7 +70,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 GROUPS = ("environment", "default", "fast", "kill-resume", "distributed", "benchmark", "ft-timing",
-          "ft-timing-fast")
+          "ft-timing-fast", "ft-timing-graph")
 FAST_FLAGS = ["--amp", "bf16", "--channels-last", "--fold-bn"]
 INJECTED = "--device-check-injected-failure"  # an argument no script knows: argparse exits 2
 FULL_ITERS = 64_000
@@ -86,21 +87,21 @@ PROFILES = {
                  synthetic_train=500, synthetic_test=100, real_test_subset=2000, bench_args=["--quick"],
                  bench_cap_s=150, env_cap_s=90, dist_cap_s=90,
                  reserve={"kill-resume": 45, "distributed": 30, "benchmark": 90, "ft-timing": 45,
-                          "ft-timing-fast": 0}),
+                          "ft-timing-fast": 40, "ft-timing-graph": 0}),
     "cuda-quick": dict(budget_s=240, iters=100, eval_every=20, batch_size=128, teacher_arch="resnet56",
                        kill_iters=200, kill_eval_every=50, stretch_iters=1000, stretch_eval_every=250,
                        entry_cap_s=60, compile_cap_s=200, compile_method="none", require_fall=True,
                        synthetic_train=300, synthetic_test=50, real_test_subset=1000, bench_args=["--quick"],
                        bench_cap_s=120, env_cap_s=90, dist_cap_s=60,
                        reserve={"kill-resume": 25, "distributed": 20, "benchmark": 40, "ft-timing": 20,
-                                "ft-timing-fast": 0}),
+                                "ft-timing-fast": 20, "ft-timing-graph": 0}),
     "cpu": dict(budget_s=1800, iters=20, eval_every=10, batch_size=32, teacher_arch="resnet56",
                 kill_iters=12, kill_eval_every=3, stretch_iters=40, stretch_eval_every=20,
                 entry_cap_s=300, compile_cap_s=600, compile_method="none", require_fall=False,
                 synthetic_train=32, synthetic_test=16, real_test_subset=500, real_train_subset=2000, bench_args=["--quick"],
                 bench_cap_s=400, env_cap_s=120, dist_cap_s=300,
                 reserve={"kill-resume": 60, "distributed": 0, "benchmark": 60, "ft-timing": 60,
-                         "ft-timing-fast": 0}),
+                         "ft-timing-fast": 60, "ft-timing-graph": 0}),
     # The CPU's --quick: the smallest runs that still go through every path (a few
     # minutes on 2 busy cores; tests/test_device_check.py runs it).
     # bf16 autocast is left out of its fast flags: on this project's CPU (no native bf16) a
@@ -115,7 +116,7 @@ PROFILES = {
                                   "--synthetic-size", "64", "--num-workers", "0", "--retries", "0"],
                       bench_cap_s=200, env_cap_s=120, dist_cap_s=200,
                       reserve={"kill-resume": 30, "distributed": 0, "benchmark": 30, "ft-timing": 20,
-                               "ft-timing-fast": 0}),
+                               "ft-timing-fast": 20, "ft-timing-graph": 0}),
 }
 
 # Kill-and-resume tolerance where the device is not deterministic (two uninterrupted runs
@@ -864,7 +865,7 @@ class Check:
             self.methods = list(self.environment["methods"])
         needed = set()
         if "default" not in groups and self.selected & {"fast", "kill-resume", "distributed", "ft-timing",
-                                                          "ft-timing-fast"}:
+                                                          "ft-timing-fast", "ft-timing-graph"}:
             needed = {"default/teacher", "default/paraphraser"}  # later checks need them: train them anyway
         pending = []
         for g in ("default", "fast"):
@@ -1183,13 +1184,13 @@ class Check:
         return {"rc": rc, "timed_out": timed_out, "seconds": proc.seconds, "tail": proc.output_tail(),
                 "line_seen_s": seen}
 
-    def check_ft_timing(self, fast: bool) -> None:
+    def check_ft_timing(self, variant: str) -> None:
         """A timed FT student stretch and the full schedule's time: measured when the budget
         holds the full run, otherwise extrapolated as the time the stretch took to its last
         evaluation (start-up, data, warm-up included) plus the remaining iterations at the
         steady rate between its first and last evaluation.  A stretch cut short by its time
         box still gives the estimate when it logged two evaluations."""
-        name = "ft-timing-fast" if fast else "ft-timing"
+        name = {"default": "ft-timing", "fast": "ft-timing-fast", "graph": "ft-timing-graph"}[variant]
         if self.blocked(name, ["default/teacher", "default/paraphraser"]):
             return
         p = self.profile
@@ -1197,7 +1198,7 @@ class Check:
         if self.not_run(name, box, needed=15):
             return
         iters, every = p["stretch_iters"], p["stretch_eval_every"]
-        flags = self.fast_flags if fast else []
+        flags = {"default": [], "fast": self.fast_flags, "graph": [*self.fast_flags, "--cuda-graph"]}[variant]
         out = self.runs_dir / name / "stretch"
         argv = self.inject(name, self.student_argv("ft", iters, every, out, flags))
         cmd = [self.python, "train_student.py", *argv]
@@ -1274,8 +1275,9 @@ class Check:
                 self.failed("data", f"preparing the data failed: {exc}", error_tail=traceback.format_exc())
         self.check_stage_groups()
         for group, check in (("kill-resume", self.check_kill_resume), ("distributed", self.check_distributed),
-                             ("benchmark", self.check_benchmark), ("ft-timing", lambda: self.check_ft_timing(False)),
-                             ("ft-timing-fast", lambda: self.check_ft_timing(True))):
+                             ("benchmark", self.check_benchmark), ("ft-timing", lambda: self.check_ft_timing("default")),
+                             ("ft-timing-fast", lambda: self.check_ft_timing("fast")),
+                             ("ft-timing-graph", lambda: self.check_ft_timing("graph"))):
             if group not in self.selected:
                 continue
             try:

@@ -106,7 +106,7 @@ def pretty(arch: str) -> str:
 # Arguments that name a run rather than define it (the float32 fast paths change rounding only).
 PER_RUN_ARGS = {"seed", "out", "force", "device", "progress", "data_root", "eval_batch_size",
                 "save_every", "eval_every", "teacher", "paraphraser", "compile", "channels_last",
-                "fold_bn", "default_iters"}
+                "fold_bn", "cuda_graph", "default_iters"}
 SCALE_ARGS = {"iters", "train_subset", "test_subset", "recipe"}
 # Options added after runs were made, at the value those runs had (utils.run.ADDED_ARGS,
 # which lets such runs resume): counted as absent.

@@ -44,7 +44,8 @@ def test_cpu_quick_runs_every_check_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:]
     doc = load(out)
     checks = by_name(doc)
-    expected = {"environment", "kill-resume", "distributed", "benchmark", "ft-timing", "ft-timing-fast"}
+    expected = {"environment", "kill-resume", "distributed", "benchmark", "ft-timing", "ft-timing-fast",
+                "ft-timing-graph"}
     for group in ("default", "fast"):
         expected |= {f"{group}/teacher", f"{group}/paraphraser"} | {f"{group}/student-{m}" for m in METHODS}
     assert set(checks) == expected
@@ -70,7 +71,8 @@ def test_cpu_quick_runs_every_check_end_to_end(tmp_path):
     assert timing["full_run"]["run"] is False and timing["extrapolated_full_s"] > 0
     log = (out / "device_check.log").read_text()
     assert log.strip().splitlines()[-1].split("] ", 1)[1] == doc["summary"]
-    assert doc["summary"].startswith("device_check: OK, 25 checks passed; skipped: distributed")
+    assert "--cuda-graph" in checks["ft-timing-graph"]["command"]
+    assert doc["summary"].startswith("device_check: OK, 26 checks passed; skipped: distributed")
     assert not (out / "tmp").exists()
     assert (out / "runs" / "default__student-ktan" / "final.json").exists()
 

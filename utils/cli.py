@@ -92,6 +92,9 @@ def add_run_args(parser: argparse.ArgumentParser, *, eval_every: int = 1000) -> 
                    help="channels-last memory format for every network and batch (default: auto, "
                         "on for the CPU, off on CUDA)")
     g.add_argument("--compile", action="store_true", help="torch.compile the training step's modules")
+    g.add_argument("--cuda-graph", action="store_true",
+                   help="capture the whole training step as one CUDA graph and replay it (no kernel-launch "
+                        "overhead; off until measured; on the CPU the same protocol runs eagerly)")
     g.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="fold the frozen teacher's / paraphraser's BatchNorms into their convolutions "
                         "(same function, float32 rounding differs; default: auto, on for the CPU, "

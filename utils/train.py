@@ -56,9 +56,11 @@ def lr_at(iteration: int, base_lr: float, milestones: list[int], gamma: float = 
     return base_lr * gamma ** sum(iteration >= m for m in milestones)
 
 
-def autocast(device: torch.device, amp: str):
+def autocast(device: torch.device, amp: str, cache: bool = True):
+    """bf16 autocast for --amp bf16; `cache=False` under CUDA graph capture (its cast cache
+    would hold tensors from outside the graph)."""
     if amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
 
 
@@ -113,7 +115,7 @@ class Stage:
 
 
 def make_step(task: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-              amp: str = "none", compile: bool = False):
+              amp: str = "none", compile: bool = False, graph: bool = False):
     """One SGD step of `task` on a batch: returns (logits, losses, total loss).
 
     A task may define `auxiliary_step()`, run after the main update with its own
@@ -125,7 +127,7 @@ def make_step(task: nn.Module, optimizer: torch.optim.Optimizer, device: torch.d
     auxiliary = getattr(task, "auxiliary_step", None)
 
     def step(x: torch.Tensor, y: torch.Tensor):
-        with autocast(device, amp):
+        with autocast(device, amp, cache=not graph):
             logits, losses = forward(x, y)
         total = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
@@ -257,7 +259,16 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(stage.task, device_ids=[device] if device.type == "cuda" else None)
-    step = make_step(forward, optimizer, device, args.amp, args.compile)
+    graphed = getattr(args, "cuda_graph", False)
+    step = make_step(forward, optimizer, device, args.amp, args.compile, graph=graphed)
+    if graphed:
+        if hasattr(stage.task, "auxiliary_step") or distributed.active():
+            raise UserError("--cuda-graph captures one optimizer's step in one process; drop it for "
+                            "KTAN or under torchrun")
+        if device.type != "cuda" and main:
+            print("--cuda-graph: no CUDA device; the step runs eagerly through the same static "
+                  "buffers", file=sys.stderr)
+        step = perf.GraphedStep(step, stage.trainable, optimizer, device)
 
     # ------------------------------------------------------------------ resume
     start, best, best_iter, wall_before = 0, math.inf, None, 0.0
