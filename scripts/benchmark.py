@@ -294,12 +294,28 @@ def parse_flags(text: str) -> frozenset:
     return flags
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Has the device bf16 matrix units?  Any GPU this code targets does; a CPU does when
+    /proc/cpuinfo lists avx512_bf16 or amx_bf16.  Without them bf16 autocast converts
+    every operand and computes in float32 (measured on a 2-core AMD EPYC without them:
+    bf16 teacher steps 10-15x slower than float32), so the search leaves it out."""
+    if device.type != "cpu":
+        return True
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return True  # not Linux: let the race decide
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
 def candidates(args, stage: str, device: torch.device) -> list[frozenset]:
-    """(b)'s first-round candidates: every combination of channels_last, bf16, (for a stage
-    with frozen networks) fold_bn and (on CUDA) cuda_graph."""
+    """(b)'s first-round candidates: every combination of channels_last, bf16 (where the
+    device has native bf16 units), fold_bn (a stage with frozen networks) and cuda_graph
+    (on CUDA)."""
     if args.candidates is not None:
         return [parse_flags(c) for c in args.candidates.split(";")]
-    names = ["channels_last", "bf16"] + (["fold_bn"] if stage in ("paraphraser", "student") else []) \
+    names = ["channels_last"] + (["bf16"] if native_bf16(device) else []) \
+        + (["fold_bn"] if stage in ("paraphraser", "student") else []) \
         + (["cuda_graph"] if device.type == "cuda" else [])
     return [frozenset(c) for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
 
@@ -314,7 +330,7 @@ def race(variants: dict, args, device) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
-def search_fast(stage, nets, data, device, args, default, log) -> tuple[frozenset, dict]:
+def search_fast(stage, nets, data, device, args, default, log) -> tuple["Ours", dict]:
     """(b)'s flags, fastest on this device: the channels_last / bf16 combinations race the
     default; then (unless --quick) the winner with --compile races the winner without."""
     def warm(flags):
@@ -324,19 +340,20 @@ def search_fast(stage, nets, data, device, args, default, log) -> tuple[frozense
         log(f"  {variant.label:28s} built and warmed up in {time.perf_counter() - start:.1f} s")
         return variant
 
-    pool = {"": default, **{",".join(sorted(f)): warm(f) for f in candidates(args, stage, device) if f != default.flags}}
+    pool = {"default": default, **{",".join(sorted(f)): warm(f) for f in candidates(args, stage, device)
+                                   if f != default.flags}}
     trials = race(pool, args, device)
     best = max(trials, key=trials.get)
-    if not args.quick and args.candidates is None and "compile" not in best and "cuda_graph" not in best:
-        compiled = ",".join(sorted(best.split(",") + ["compile"])).strip(",")
-        final = {best: pool[best], compiled: warm(parse_flags(compiled))}
+    if not args.quick and args.candidates is None and not {"compile", "cuda_graph"} & pool[best].flags:
+        compiled = pool[best].flags | {"compile"}  # the winner's flags, compiled
+        final = {best: pool[best], ",".join(sorted(compiled)): warm(compiled)}
         rematch = race(final, args, device)
-        trials[compiled] = rematch[compiled]
-        trials[best + " (rematch)"] = rematch[best]
+        trials.update({f"{k} (rematch)": v for k, v in rematch.items()})
         best = max(rematch, key=rematch.get)
+        pool.update(final)
     for name, rate in trials.items():
-        log(f"  try {name or 'default':32s} {rate:8.1f} img/s")
-    return parse_flags(best), {(k or "default"): v for k, v in trials.items()}
+        log(f"  try {name:40s} {rate:8.1f} img/s")
+    return pool[best], trials
 
 
 def bench_stage(stage, data, device, args, log) -> dict:
@@ -369,12 +386,13 @@ def _bench_stage(stage, data, remote, device, args, log) -> dict:
                                                 device, flags, args)
         variants["default_their_config"].run(args.warmup)
     if args.fast == "auto":
-        fast_flags, trials = search_fast(stage, nets, data, device, args, a, log)
+        b, trials = search_fast(stage, nets, data, device, args, a, log)
     else:
         fast_flags, trials = parse_flags(args.fast), {}
-    b = a if fast_flags == flags else Ours(stage, nets, data, device, fast_flags, args)
-    if b is not a:
-        b.run(args.warmup)
+        b = a if fast_flags == flags else Ours(stage, nets, data, device, fast_flags, args)
+        if b is not a:
+            b.run(args.warmup)
+    fast_flags = b.flags
     variants.update(fast=b, **remote)
 
     rates = {k: [] for k in variants}
@@ -510,6 +528,7 @@ def main(args) -> dict:
         "protocol": {"windows": args.windows, "window_steps": args.window_steps, "warmup": args.warmup,
                      "num_workers": args.num_workers, "quick": args.quick},
         "authors_code": args.authors_code,
+        "native_bf16": native_bf16(device),
         "keep_freed_memory": keeps_memory,
         "reference_process": "fresh (spawned)",
         "stages": {r["stage"]: r for r in results},

@@ -91,8 +91,9 @@ def parse_run(line: str) -> dict:
     if stage == "paraphraser":
         arch = teacher
         iters = int(iters) if iters else round(float(_opt(tokens, "--epochs", DEFAULT_PARA_EPOCHS)) * STEPS_PER_EPOCH)
-        macs = step_macs(stage, arch, None, num_classes, float(_opt(tokens, "--k", 0.5)),
-                         _opt(tokens, "--kind", "conv"), int(_opt(tokens, "--layers", 3)),
+        kind = _opt(tokens, "--kind", "conv")
+        k = float(_opt(tokens, "--k", 2.0 if kind == "rae" else 0.5))  # train_paraphraser.py: rae's k is 2
+        macs = step_macs(stage, arch, None, num_classes, k, kind, int(_opt(tokens, "--layers", 3)),
                          int(_opt(tokens, "--group", -1)))
     else:
         arch = _opt(tokens, "--arch")

@@ -15,7 +15,8 @@ window by window over a pipe (`RemoteVariant`):
              read back every step, cuDNN deterministic without its autotuner on CUDA.  Their
              paraphraser script feeds the teacher's feature to the paraphraser undetached,
              so its backward runs on through the frozen teacher (gradients nothing uses):
-             (c) does that too.
+             (c) does that too, and it keeps the previous step's frozen-teacher graph
+             alive as their student loop's variables do (`reference_loss`).
   authors    (d, only with `--authors-code DIR`): the authors' own scripts from a checkout
              of their repository (not part of this one): each script is executed as far as
              its setup (data, networks, optimizers; `torch.device("cuda")` read as the
@@ -176,14 +177,22 @@ def _authors_block_forward(block, x):
     return F.relu(out)
 
 
-def reference_loss(stage: str, nets: dict[str, nn.Module], x: torch.Tensor,
-                   y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def reference_loss(stage: str, nets: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
+                   live: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One step's loss written as the authors' scripts compute it (autograd on throughout),
-    and the logits whose accuracy they log (None for the paraphraser)."""
+    and the logits whose accuracy they log (None for the paraphraser).
+
+    `live` stands for their loop's variables, which outlive a step: their student script's
+    `teacher_outputs` keeps the frozen teacher's autograd graph (which no backward frees:
+    the factor is detached) until the next step's teacher forward replaces it, so two
+    teachers' activations are alive at that point (their student step's peak memory)."""
     if stage in ("teacher", "ce"):
         logits = nets["teacher" if stage == "teacher" else "student"](x)[0]
         return nn.CrossEntropyLoss()(logits, y), logits
-    feat_t = nets["teacher"](x)[1][-1]
+    out_t = nets["teacher"](x)
+    if live is not None:
+        live["teacher_outputs"] = out_t  # the previous step's graph is released here
+    feat_t = out_t[1][-1]
     if stage == "paraphraser":  # the paraphraser's input is not detached (module docstring)
         return nn.L1Loss()(nets["paraphraser"](feat_t), feat_t.detach()), None
     factor_t = nets["paraphraser"].encode(feat_t)
@@ -234,6 +243,7 @@ class Reference:
         dataset = CifarArrays(data.train_x, data.train_y, reference_transform(mean, std))
         self.batches = _Epochs(_forked_loader(dataset, args.batch_size, args.num_workers))
         self.nets = n = reference_networks(stage, build_networks(stage, args.seed, bn=False), device)
+        self.live = {}  # their loop's variables (reference_loss)
         # One optimizer per trained network: the translator has its own, as in their script.
         self.optimizers = [torch.optim.SGD(n[name].parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
                            for name in TRAINED[stage]]
@@ -245,7 +255,7 @@ class Reference:
             x, y = x.to(self.device), y.to(self.device)
             for opt in self.optimizers:
                 opt.zero_grad()
-            loss, logits = reference_loss(self.stage, self.nets, x, y)
+            loss, logits = reference_loss(self.stage, self.nets, x, y, self.live)
             loss.backward()
             for opt in self.optimizers:
                 opt.step()
@@ -407,6 +417,10 @@ def _variant_process(conn, kind: str, stage: str, device_type: str, options: dic
         device = torch.device(device_type)
         if device.type == "cuda":  # their scripts' settings
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        if "fork" in multiprocessing.get_all_start_methods():
+            # A script started from the shell forks its DataLoader workers on Linux; this
+            # process was spawned, which made spawn its default (their loader takes the default).
+            multiprocessing.set_start_method("fork", force=True)
         variant = VARIANTS[kind](stage, bench_data(args), device, args)
         variant.run(args.warmup)
         synchronize(device)

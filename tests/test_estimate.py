@@ -77,3 +77,11 @@ def test_recipe_at_counts_its_200_epochs():
     assert estimate.estimate([at], BENCH)["total_seconds"] == pytest.approx(200 * 390 * 128 / 100.0)
     assert estimate.estimate([TEACHER + " --recipe at"], BENCH)["total_seconds"] == \
         pytest.approx(1000 * 128 / 100.0)
+
+
+def test_an_rae_line_without_k_is_counted_at_k_2():
+    # train_paraphraser.py gives --kind rae k = 2 (the RAE paper's over-complete code); a
+    # line that leaves --k out must be counted there, not at conv's 0.5.
+    rae = PARA.replace("--k 0.5 ", "") + " --kind rae"
+    assert estimate.parse_run(rae)["macs_per_image"] == estimate.parse_run(rae + " --k 2")["macs_per_image"]
+    assert estimate.parse_run(rae)["macs_per_image"] > estimate.parse_run(rae + " --k 0.5")["macs_per_image"]
