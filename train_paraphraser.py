@@ -10,7 +10,7 @@ import json
 import torch
 
 from paraphraser import KINDS, Paraphraser, bn_default
-from utils.checkpoint import check_same_data, fingerprint, load_classifier
+from utils.checkpoint import check_same_data, fingerprint, load_classifier, teacher_identity
 from utils.cli import (add_data_args, add_run_args, add_schedule_args, apply_recipe, check_positive,
                        check_schedule, run_main)
 from utils.data import balanced_subset
@@ -151,6 +151,9 @@ def main(args: argparse.Namespace) -> None:
               "group": args.group, "dataset": args.dataset, "num_classes": data.num_classes,
               "teacher": {"arch": teacher_ckpt["arch"], "fingerprint": fingerprint(teacher),
                           "group_channels": list(teacher.group_channels)}},
+        identity={"stage": "paraphraser", "dataset": args.dataset, "recipe": args.recipe, "iters": args.iters,
+                  "seed": args.seed, **{k: paraphraser.config[k] for k in ("kind", "k", "layers", "bn")},
+                  "group": args.group, "teacher": teacher_identity(teacher, teacher_ckpt)},
     )
     result = fit(stage, data, run, args)
     print(json.dumps(result, indent=2, sort_keys=True))

@@ -17,7 +17,8 @@ import json
 import torch
 
 from models import build_model, check_model_name
-from utils.checkpoint import check_same_data, fingerprint, load_classifier, load_paraphraser
+from utils.checkpoint import (check_same_data, fingerprint, load_classifier, load_paraphraser,
+                              paraphraser_identity, teacher_identity)
 from utils.cli import add_data_args, add_run_args, add_schedule_args, check_positive, check_schedule, run_main
 from utils.errors import UserError
 from utils.losses import FACT_REDUCTIONS, FT_REDUCTIONS, KD_FORMS
@@ -147,13 +148,14 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def load_paraphrasers(args: argparse.Namespace, teacher) -> list:
-    """The paraphrasers of --paraphraser as (module, group), checked to belong to this
+    """The paraphrasers of --paraphraser as (module, group, identity), checked to belong to this
     teacher and data, and to cover the groups --ft-groups asks for, sorted by group."""
     n_t = len(teacher.group_channels)
     teacher_fingerprint = fingerprint(teacher)
     loaded = []
     for path in args.paraphraser:
         paraphraser, ckpt = load_paraphraser(path)
+        ckpt["identity"] = paraphraser_identity(paraphraser, ckpt)
         check_same_data(ckpt, "paraphraser", args.dataset)
         if ckpt["teacher"]["fingerprint"] != teacher_fingerprint:
             raise UserError(f"--paraphraser {path} was trained on another teacher "
@@ -162,8 +164,8 @@ def load_paraphrasers(args: argparse.Namespace, teacher) -> list:
         if not -n_t <= ckpt["group"] < n_t:
             raise UserError(f"--paraphraser {path} paraphrases group {ckpt['group']}, which this "
                             f"teacher ({n_t} groups) does not have")
-        loaded.append((path, paraphraser, ckpt["group"]))
-    groups = [group % n_t for _, _, group in loaded]
+        loaded.append((path, paraphraser, ckpt["group"], ckpt["identity"]))
+    groups = [group % n_t for _, _, group, _ in loaded]
     if args.ft_groups == "last":
         if len(loaded) != 1:
             raise UserError(f"--ft-groups last takes one --paraphraser (the last group's), got "
@@ -175,7 +177,8 @@ def load_paraphrasers(args: argparse.Namespace, teacher) -> list:
         raise UserError(f"--ft-groups all needs one --paraphraser per teacher group 0..{n_t - 1}; "
                         f"the ones given paraphrase groups {sorted(groups)} (train the others with "
                         f"train_paraphraser.py --group G)")
-    return [(paraphraser, group) for _, paraphraser, group in sorted(loaded, key=lambda e: e[2] % n_t)]
+    return [(paraphraser, group, identity)
+            for _, paraphraser, group, identity in sorted(loaded, key=lambda e: e[2] % n_t)]
 
 
 def main(args: argparse.Namespace) -> None:
@@ -204,7 +207,7 @@ def main(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     student = build_model(args.arch, data.num_classes)
     kd = KD(T=args.kd_T, alpha=args.kd_alpha, form=args.kd_form) if method.kd else None
-    frozen = Frozen(teacher, paraphrasers, sample=sample_input(data))
+    frozen = Frozen(teacher, [(p, group) for p, group, _ in paraphrasers], sample=sample_input(data))
     task, method_info = method.build(args, student, frozen, kd)
     task.to(device)
     info = {"arch": args.arch, "num_classes": data.num_classes, "dataset": args.dataset,
@@ -216,6 +219,10 @@ def main(args: argparse.Namespace) -> None:
     stage = Stage(
         kind="student", task=task, trainable=task.trainable(), primary="test_error", info=info,
         evaluate=lambda: classification_metrics(student, data, args.eval_batch_size, args.amp),
+        identity={"stage": "student", "method": args.method, "arch": args.arch, "dataset": args.dataset,
+                  "recipe": args.recipe, "iters": args.iters, "seed": args.seed,
+                  "teacher": teacher_identity(teacher, teacher_ckpt) if teacher is not None else None,
+                  "paraphrasers": [identity for _, _, identity in paraphrasers]},
     )
     result = fit(stage, data, run, args)
     print(json.dumps(result, indent=2, sort_keys=True))

@@ -52,6 +52,8 @@ def main(args: argparse.Namespace) -> None:
         kind="teacher", task=task, trainable=task.trainable(), primary="test_error",
         evaluate=lambda: classification_metrics(model, data, args.eval_batch_size, args.amp),
         info={"arch": args.arch, "num_classes": data.num_classes, "dataset": args.dataset},
+        identity={"stage": "teacher", "arch": args.arch, "dataset": args.dataset, "recipe": args.recipe,
+                  "iters": args.iters, "seed": args.seed},
     )
     result = fit(stage, data, run, args)
     print(json.dumps(result, indent=2, sort_keys=True))

@@ -68,6 +68,30 @@ def test_run_folders_are_complete(stages):
     assert {"loss_recon", "recon_holdout", "recon_test"} <= set(para)
 
 
+def test_run_folders_say_what_the_run_is(stages):
+    """final.json and args.json carry the run's identity: stage, method, networks, data,
+    recipe, and for a student its teacher's and paraphrasers' identities (fingerprints tie
+    them to the weights)."""
+    from utils.checkpoint import fingerprint, load_classifier, load_paraphraser
+
+    root, _ = stages
+    runs = {name: final(root / name)["run"] for name in ("teacher", "para", "ft", "ce")}
+    for name, identity in runs.items():
+        assert json.loads((root / name / "args.json").read_text())["run"] == identity
+    common = {"dataset": "folder", "recipe": "paper", "iters": 4, "seed": 0}
+    assert runs["teacher"] == {"stage": "teacher", "arch": "resnet20", **common}
+    teacher = {"arch": "resnet20", "iters": 4, "seed": 0, "recipe": "paper",
+               "fingerprint": fingerprint(load_classifier(root / "teacher")[0])}
+    assert runs["para"] == {"stage": "paraphraser", "kind": "conv", "k": 0.5, "layers": 3, "bn": True,
+                            "group": -1, "teacher": teacher, **common}
+    paraphraser = {"kind": "conv", "k": 0.5, "layers": 3, "bn": True, "group": -1, "iters": 4, "seed": 0,
+                   "fingerprint": fingerprint(load_paraphraser(root / "para")[0])}
+    assert runs["ft"] == {"stage": "student", "method": "ft", "arch": "resnet20", "teacher": teacher,
+                          "paraphrasers": [paraphraser], **common}
+    assert runs["ce"] == {"stage": "student", "method": "ce", "arch": "resnet20", "teacher": None,
+                          "paraphrasers": [], **common}
+
+
 def test_checkpoints_rebuild_without_outside_help(stages):
     from models import build_model
     from paraphraser import Paraphraser

@@ -87,6 +87,21 @@ def load_paraphraser(path: str | Path) -> tuple[Paraphraser, dict]:
     return freeze(model), ckpt
 
 
+def teacher_identity(model: nn.Module, ckpt: dict) -> dict:
+    """What a teacher run is, for a student's or paraphraser's record (final.json "run")."""
+    args = ckpt.get("args") or {}
+    return {"arch": ckpt.get("arch"), "iters": args.get("iters"), "seed": args.get("seed"),
+            "recipe": args.get("recipe", "paper"), "fingerprint": fingerprint(model)}
+
+
+def paraphraser_identity(model: nn.Module, ckpt: dict) -> dict:
+    """What a paraphraser run is, for a student's record (final.json "run")."""
+    args, config = ckpt.get("args") or {}, ckpt["paraphraser_config"]
+    return {"kind": config["kind"], "k": config["k"], "layers": config["layers"], "bn": config["bn"],
+            "group": ckpt.get("group"), "iters": args.get("iters"), "seed": args.get("seed"),
+            "fingerprint": fingerprint(model)}
+
+
 def check_same_data(ckpt: dict, what: str, dataset: str) -> None:
     """A teacher (or paraphraser) trained on other data cannot teach this student."""
     if ckpt["dataset"] != dataset:

@@ -1,11 +1,12 @@
 """A run folder: arguments, lock, checkpoints, metrics, TensorBoard events, final result.
 
-    OUT/args.json        resolved arguments, git commit, torch version
+    OUT/args.json        resolved arguments, what the run is ("run"), git commit, torch version
     OUT/checkpoint.pt    latest state, written atomically (tmp file + rename), so the
                          previous checkpoint stays whole until the new one is complete
     OUT/metrics.jsonl    one JSON line per evaluation
     OUT/events.*         TensorBoard scalars
-    OUT/final.json       written last; its presence means the run is finished
+    OUT/final.json       written last; its presence means the run is finished; its "run"
+                         says what the run is, as args.json does
 
 Re-running the same command on the same folder resumes from checkpoint.pt; on a
 finished run it reports the result and exits.  One process writes a folder at a
@@ -88,7 +89,9 @@ class RunDir:
         if not force:
             self._check_args()
 
-    def start(self) -> None:
+    def start(self, identity: dict | None = None) -> None:
+        """Create the folder, take its lock, record the arguments and `identity` (what the
+        run is: stage, method, networks, data, the teacher's and paraphrasers' identities)."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock_fh = open(self.path / LOCK, "a+")
@@ -108,7 +111,7 @@ class RunDir:
         else:
             self._check_args()
         if not (self.path / ARGS).exists():
-            atomic_write_json({"args": self.args, "git_commit": git_commit(),
+            atomic_write_json({"args": self.args, "run": identity or {}, "git_commit": git_commit(),
                                "torch": torch.__version__}, self.path / ARGS)
 
     # -- arguments ----------------------------------------------------------------

@@ -112,6 +112,7 @@ class Stage:
     primary: str                    # metric whose last/best go into final.json (lower is better)
     info: dict = field(default_factory=dict)  # rebuild information stored in the checkpoint
     augment: bool = True
+    identity: dict = field(default_factory=dict)  # what the run is: args.json and final.json "run"
 
 
 def make_step(task: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
@@ -196,7 +197,7 @@ def fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
     Under torchrun every rank trains; rank 0 alone writes the run folder.
     """
     if distributed.is_main():
-        run.start()
+        run.start(stage.identity)
     try:
         return _fit(stage, data, run, args)
     finally:
@@ -362,7 +363,7 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
     result = {
         f"{stage.primary}_last": metrics[stage.primary], f"{stage.primary}_best": best,
         "best_iter": best_iter, "iters": args.iters, "wall_time_s": record["wall_time_s"],
-        "kind": stage.kind, "last": final_metrics, "fast_paths": fast,
+        "kind": stage.kind, "last": final_metrics, "fast_paths": fast, "run": stage.identity,
     }
     if main:
         run.write_final(result)
