@@ -18,8 +18,7 @@ from utils.errors import UserError
 from utils.losses import RECON_LOSSES, reconstruction_loss
 from utils.methods import ParaphraserTraining
 from utils import distributed
-from utils.train import (Stage, fit, load_training_data, open_run, resolve_device, sample_input,
-                         test_inputs)
+from utils.train import Stage, fit, load_training_data, open_run, resolve_device, sample_input
 
 
 DEFAULT_K = 0.5
@@ -132,7 +131,8 @@ def main(args: argparse.Namespace) -> None:
         metrics = {}
         held = [data.normalize(holdout_x[i:i + args.eval_batch_size])
                 for i in range(0, len(holdout_x), args.eval_batch_size)] if holdout_x is not None else []
-        for name, batches in (("holdout", held), ("test", test_inputs(data, args.eval_batch_size))):
+        test = (x for x, _ in data.val_batches(args.eval_batch_size))
+        for name, batches in (("holdout", held), ("test", test)):
             sums = torch.zeros(2, dtype=torch.float64, device=device)
             for x in batches:
                 feat = task.teacher_features(x)

@@ -24,6 +24,7 @@ import torch
 import train_paraphraser
 import train_student
 import train_teacher
+import utils.data
 import utils.train
 from utils.cli import run_main
 
@@ -64,14 +65,14 @@ def final(out: Path) -> dict:
 def interrupt_at(monkeypatch, iteration: int) -> None:
     """Send this process SIGTERM while iteration `iteration` (0-based) is being trained:
     the loop saves a checkpoint after that step and raises `utils.train.Interrupted`."""
-    original = utils.train.train_batch
+    original = utils.data.train_batch
 
     def batch(data, sampler, it, seed, augment=True):
         if it == iteration:
             os.kill(os.getpid(), signal.SIGTERM)
         return original(data, sampler, it, seed, augment=augment)
 
-    monkeypatch.setattr(utils.train, "train_batch", batch)
+    monkeypatch.setattr(utils.data, "train_batch", batch)
 
 
 class TinyRuns:

@@ -23,8 +23,10 @@ from torch import nn
 import utils.imagenet as imagenet
 from models import MODELS, build_model, model_names
 from models.torchvision_resnet import load_teacher_spec, load_torchvision_pretrained
+from utils import distributed
 from utils.errors import UserError
 from utils.imagenet import IMAGENET_MEAN, IMAGENET_STD, load_imagenet
+from utils.train import classification_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS = 7, 3, 2
@@ -224,7 +226,7 @@ class FixedLogits(nn.Module):
 
 def test_evaluation_top1_top5_and_loss(data, monkeypatch):
     model = FixedLogits().train()
-    metrics = data.evaluate(model, batch_size=3)
+    metrics = classification_metrics(model, data, batch_size=3)
     assert model.training  # its mode is given back
     # every class has VAL_PER_CLASS images; only class 0 is top-1, classes 0..4 are top-5
     per_class_loss = torch.logsumexp(model.logits, 0) - model.logits
@@ -235,9 +237,10 @@ def test_evaluation_top1_top5_and_loss(data, monkeypatch):
     # two processes: disjoint shards whose all-reduced sums are the whole set's
     reduced = []
     monkeypatch.setattr(torch.distributed, "all_reduce", lambda t: reduced.append(t.clone()))
+    monkeypatch.setattr(distributed, "active", lambda: True)
     for rank in (0, 1):
         monkeypatch.setattr(imagenet, "rank_and_world", lambda rank=rank: (rank, 2))
-        data.evaluate(model, batch_size=3)
+        classification_metrics(model, data, batch_size=3)
     total = reduced[0] + reduced[1]
     n = CLASSES * VAL_PER_CLASS
     assert reduced[0][3] == n // 2 and total[3] == n
@@ -250,6 +253,7 @@ TWO_PROCESSES = """
 import sys, torch, torch.distributed as dist
 sys.path.insert(0, sys.argv[1])
 from utils.imagenet import load_imagenet
+from utils.train import classification_metrics
 torch.set_num_threads(1)
 dist.init_process_group("gloo")
 data = load_imagenet(sys.argv[2], workers=0)
@@ -257,7 +261,8 @@ next_batch = data.batches(4, seed=2)
 batches = [next_batch(i) for i in range(6)]
 model = torch.nn.Module()
 model.forward = lambda x: (torch.arange(7.0, 0, -1).expand(len(x), -1), [])
-torch.save({"batches": batches, "metrics": data.evaluate(model, 3)}, f"{sys.argv[3]}/rank{dist.get_rank()}.pt")
+torch.save({"batches": batches, "metrics": classification_metrics(model, data, 3)},
+           f"{sys.argv[3]}/rank{dist.get_rank()}.pt")
 dist.destroy_process_group()
 """
 
@@ -277,7 +282,7 @@ def test_under_torchrun(tmp_path, imagenet_root, data):
     for (x, y), (x0, y0), (x1, y1) in zip(whole, ranks[0]["batches"], ranks[1]["batches"]):
         assert torch.equal(torch.stack([x0, x1], 1).flatten(0, 1), x)
         assert torch.equal(torch.stack([y0, y1], 1).flatten(0, 1), y)
-    expected = data.evaluate(FixedLogits(), 3)
+    expected = classification_metrics(FixedLogits(), data, 3)
     for rank in ranks:
         assert rank["metrics"] == pytest.approx(expected)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from utils import distributed
 from utils.errors import UserError
 
 DATASETS = ("cifar10", "cifar100", "folder")
@@ -82,6 +83,26 @@ class ImageData:
 
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
         return (x_uint8.float().div_(255) - self.mean) / self.std
+
+    # The data interface the training loop uses (utils.imagenet.ImageNetData has the same).
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    def batches(self, batch_size: int, seed: int, augment: bool = True):
+        """`iteration -> (x, y)`: the normalized, augmented training batch of that step.
+        Under torchrun every rank draws the global batch and keeps its share."""
+        sampler = BatchSampler(len(self.train_y), batch_size, seed, self.device)
+        return lambda iteration: distributed.local_batch(*train_batch(self, sampler, iteration, seed,
+                                                                      augment=augment))
+
+    def val_batches(self, batch_size: int):
+        """Normalized test images and labels in batches, over this process's shard of the
+        test set (the whole set in one process)."""
+        part = distributed.shard(len(self.test_y))
+        for start in range(part.start, part.stop, batch_size):
+            stop = min(start + batch_size, part.stop)
+            yield self.normalize(self.test_x[start:stop]), self.test_y[start:stop]
 
 
 # ----------------------------------------------------------------------------- loading
@@ -360,8 +381,3 @@ def train_batch(data: ImageData, sampler: BatchSampler, iteration: int, seed: in
         x = random_crop_flip(x, augment_generator(seed, iteration, x.device), pad_mode=data.pad_mode)
     return data.normalize(x), data.train_y[idx]
 
-
-def eval_batches(x_uint8: torch.Tensor, y: torch.Tensor, data: ImageData, batch_size: int = 1000):
-    """Normalized, unaugmented batches for evaluation."""
-    for start in range(0, len(y), batch_size):
-        yield data.normalize(x_uint8[start:start + batch_size]), y[start:start + batch_size]

@@ -22,7 +22,6 @@ Batches are a function of (seed, iteration) only, as for CIFAR:
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,10 +30,8 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from utils import perf
 from utils.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -210,39 +207,6 @@ class ImageNetData:
                               persistent=False, drop_last=False)
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-    @torch.inference_mode()
-    def evaluate(self, model: nn.Module, batch_size: int, amp: str = "none") -> dict:
-        """Top-1 / top-5 error (%) and cross-entropy of a `(logits, feats)` model on val/.
-
-        `batch_size` images per process; under torchrun each rank evaluates its shard
-        (`val_batches`) and the sums are all-reduced: every rank gets the whole set's figures.
-        """
-        was_training = model.training
-        model.eval()
-        channels_last = perf.is_channels_last(model)
-        # wrong top-1, wrong top-5, summed cross-entropy, images
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
-        cast = torch.autocast(self.device.type, dtype=torch.bfloat16) if amp == "bf16" \
-            else contextlib.nullcontext()
-        for x, y in self.val_batches(batch_size):
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with cast:
-                logits = model(x)[0]
-            logits = logits.float()
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hit = top == y[:, None]
-            sums[0] += (~hit[:, 0]).sum()
-            sums[1] += (~hit.any(dim=1)).sum()
-            sums[2] += nn.functional.cross_entropy(logits, y, reduction="sum")
-            sums[3] += len(y)
-        model.train(was_training)
-        if rank_and_world()[1] > 1:
-            dist.all_reduce(sums)
-        wrong1, wrong5, loss, count = sums.tolist()
-        return {"test_error": 100.0 * wrong1 / count, "test_error_top5": 100.0 * wrong5 / count,
-                "test_loss": loss / count}
 
 
 # ----------------------------------------------------------------------------- loading

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from utils import distributed, perf
-from utils.data import BatchSampler, ImageData, train_batch
+from utils.data import ImageData
 from utils.errors import UserError
 from utils.run import RunDir
 
@@ -65,32 +65,26 @@ def autocast(device: torch.device, amp: str, cache: bool = True):
 
 
 @torch.inference_mode()
-def classification_metrics(model: nn.Module, data: ImageData, batch_size: int, amp: str = "none") -> dict:
-    """Top-1 / top-5 test error (%) and test cross-entropy of a `(logits, feats)` model.
+def classification_metrics(model: nn.Module, data, batch_size: int, amp: str = "none") -> dict:
+    """Top-1 / top-5 test error (%) and test cross-entropy of a `(logits, feats)` model on
+    `data.val_batches` (CIFAR's test set, ImageNet's val/).
 
-    Under torchrun each rank evaluates its shard of the test set and the sums are
-    added across ranks.  A data object with its own `evaluate` (ImageNet) does it itself.
+    Under torchrun each rank evaluates its shard and the sums are added across ranks:
+    every rank gets the whole set's figures.
     """
-    if hasattr(data, "evaluate"):
-        return data.evaluate(model, batch_size, amp)
     was_training = model.training
-    channels_last = perf.is_channels_last(model)
     model.eval()
-    device = data.test_x.device
-    sums = torch.zeros(3, device=device, dtype=torch.float64)  # wrong top-1, wrong top-5, loss
-    n = len(data.test_y)
-    part = distributed.shard(n)
-    for start in range(part.start, part.stop, batch_size):
-        stop = min(start + batch_size, part.stop)
-        x = data.normalize(data.test_x[start:stop])
-        y = data.test_y[start:stop]
+    channels_last = perf.is_channels_last(model)
+    sums = torch.zeros(4, device=data.device, dtype=torch.float64)  # wrong top-1, wrong top-5, loss, images
+    for x, y in data.val_batches(batch_size):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
+        with autocast(data.device, amp):
             logits = model(x)[0]
-        sums += topk_wrong_and_loss(logits.float(), y)
+        sums[:3] += topk_wrong_and_loss(logits.float(), y)
+        sums[3] += len(y)
     model.train(was_training)
-    wrong1, wrong5, loss = distributed.all_reduce_sum(sums).tolist()
+    wrong1, wrong5, loss, n = distributed.all_reduce_sum(sums).tolist()
     return {"test_error": 100.0 * wrong1 / n, "test_error_top5": 100.0 * wrong5 / n, "test_loss": loss / n}
 
 
@@ -111,7 +105,6 @@ class Stage:
     evaluate: Callable[[], dict]    # metrics at the current weights
     primary: str                    # metric whose last/best go into final.json (lower is better)
     info: dict = field(default_factory=dict)  # rebuild information stored in the checkpoint
-    augment: bool = True
     identity: dict = field(default_factory=dict)  # what the run is: args.json and final.json "run"
 
 
@@ -191,7 +184,7 @@ def _progress(args, total: int, initial: int):
     return tqdm(total=total, initial=initial, disable=disable, dynamic_ncols=True, leave=False)
 
 
-def fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
+def fit(stage: Stage, data, run: RunDir, args) -> dict:
     """Train `stage` on `data` with the SGD schedule in `args`; return final.json's dict.
 
     Under torchrun every rank trains; rank 0 alone writes the run folder.
@@ -204,44 +197,13 @@ def fit(stage: Stage, data: ImageData, run: RunDir, args) -> dict:
         run.close()
 
 
-def batch_source(data, batch_size: int, seed: int, augment: bool):
-    """`iteration -> (x, y)`: the normalized, augmented training batch of that step.
-
-    CIFAR data (`ImageData`) is sampled here; a data object with its own `batches`
-    method (ImageNet's DataLoader pipeline) provides it itself.
-    """
-    if hasattr(data, "batches"):
-        return data.batches(batch_size, seed, augment)
-    sampler = BatchSampler(len(data.train_y), batch_size, seed, data.train_x.device)
-    # Every rank draws the global batch and keeps its share (utils.distributed).
-    return lambda iteration: distributed.local_batch(*train_batch(data, sampler, iteration, seed,
-                                                                  augment=augment))
-
-
-def test_inputs(data, batch_size: int):
-    """Normalized test images in batches (this process's shard under torchrun)."""
-    if hasattr(data, "val_batches"):
-        for x, _ in data.val_batches(batch_size):
-            yield x
-        return
-    part = distributed.shard(len(data.test_y))
-    for start in range(part.start, part.stop, batch_size):
-        yield data.normalize(data.test_x[start:min(start + batch_size, part.stop)])
-
-
 def sample_input(data) -> torch.Tensor:
     """One normalized test image on the CPU, to check shapes before training."""
-    if hasattr(data, "val_batches"):
-        return next(data.val_batches(1))[0][:1].cpu()
-    return data.normalize(data.test_x[:1]).cpu()
-
-
-def data_device(data) -> torch.device:
-    return data.device if hasattr(data, "device") else data.train_x.device
+    return next(data.val_batches(1))[0][:1].cpu()
 
 
 def _fit(stage: Stage, data, run: RunDir, args) -> dict:
-    device = data_device(data)
+    device = data.device
     perf.configure_backends(device)
     main = distributed.is_main()
     if distributed.active() and getattr(args, "sync_bn", False):
@@ -249,7 +211,7 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
             distributed.convert_sync_batchnorm(module, device)
     params = [p for m in stage.trainable.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.wd)
-    next_batch = batch_source(data, args.batch_size, args.seed, stage.augment)
+    next_batch = data.batches(args.batch_size, args.seed)
     fast = perf.fast_paths(args, device)
     perf.prepare_task(stage.task, device, fast["fold_bn"], fast["channels_last"])
     forward = stage.task
