@@ -10,7 +10,7 @@ import json
 import torch
 
 from paraphraser import KINDS, Paraphraser, bn_default
-from utils.checkpoint import check_same_data, fingerprint, load_classifier, teacher_identity
+from utils.checkpoint import check_same_data, load_classifier, teacher_identity
 from utils.cli import (add_data_args, add_run_args, add_schedule_args, apply_recipe, check_positive,
                        check_schedule, run_main)
 from utils.data import balanced_subset
@@ -83,6 +83,7 @@ def main(args: argparse.Namespace) -> None:
         raise UserError("--rae-lambda must be positive for --kind rae")
     teacher, teacher_ckpt = load_classifier(args.teacher)
     check_same_data(teacher_ckpt, "teacher", args.dataset)
+    teacher_id = teacher_identity(teacher, teacher_ckpt)
     n_groups = len(teacher.group_channels)
     if not -n_groups <= args.group < n_groups:
         raise UserError(f"--group {args.group}: the teacher ({teacher_ckpt['arch']}) has groups "
@@ -149,11 +150,11 @@ def main(args: argparse.Namespace) -> None:
         primary="recon_holdout" if holdout_x is not None and len(holdout_x) else "recon_test",
         info={"paraphraser_config": paraphraser.config, "paraphraser_kind": args.kind,
               "group": args.group, "dataset": args.dataset, "num_classes": data.num_classes,
-              "teacher": {"arch": teacher_ckpt["arch"], "fingerprint": fingerprint(teacher),
+              "teacher": {"arch": teacher_id["arch"], "fingerprint": teacher_id["fingerprint"],
                           "group_channels": list(teacher.group_channels)}},
         identity={"stage": "paraphraser", "dataset": args.dataset, "recipe": args.recipe, "iters": args.iters,
                   "seed": args.seed, **{k: paraphraser.config[k] for k in ("kind", "k", "layers", "bn")},
-                  "group": args.group, "teacher": teacher_identity(teacher, teacher_ckpt)},
+                  "group": args.group, "teacher": teacher_id},
     )
     result = fit(stage, data, run, args)
     print(json.dumps(result, indent=2, sort_keys=True))

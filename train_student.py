@@ -17,7 +17,7 @@ import json
 import torch
 
 from models import build_model, check_model_name
-from utils.checkpoint import (check_same_data, fingerprint, load_classifier, load_paraphraser,
+from utils.checkpoint import (check_same_data, load_classifier, load_paraphraser,
                               paraphraser_identity, teacher_identity)
 from utils.cli import add_data_args, add_run_args, add_schedule_args, check_positive, check_schedule, run_main
 from utils.errors import UserError
@@ -147,15 +147,14 @@ def check_args(args: argparse.Namespace) -> None:
                         f"or --no-paraphraser")
 
 
-def load_paraphrasers(args: argparse.Namespace, teacher) -> list:
+def load_paraphrasers(args: argparse.Namespace, teacher, teacher_fingerprint: str) -> list:
     """The paraphrasers of --paraphraser as (module, group, identity), checked to belong to this
-    teacher and data, and to cover the groups --ft-groups asks for, sorted by group."""
+    teacher (by the fingerprint of its weights) and data, and to cover the groups --ft-groups
+    asks for, sorted by group."""
     n_t = len(teacher.group_channels)
-    teacher_fingerprint = fingerprint(teacher)
     loaded = []
     for path in args.paraphraser:
         paraphraser, ckpt = load_paraphraser(path)
-        ckpt["identity"] = paraphraser_identity(paraphraser, ckpt)
         check_same_data(ckpt, "paraphraser", args.dataset)
         if ckpt["teacher"]["fingerprint"] != teacher_fingerprint:
             raise UserError(f"--paraphraser {path} was trained on another teacher "
@@ -164,7 +163,7 @@ def load_paraphrasers(args: argparse.Namespace, teacher) -> list:
         if not -n_t <= ckpt["group"] < n_t:
             raise UserError(f"--paraphraser {path} paraphrases group {ckpt['group']}, which this "
                             f"teacher ({n_t} groups) does not have")
-        loaded.append((path, paraphraser, ckpt["group"], ckpt["identity"]))
+        loaded.append((path, paraphraser, ckpt["group"], paraphraser_identity(paraphraser, ckpt)))
     groups = [group % n_t for _, _, group, _ in loaded]
     if args.ft_groups == "last":
         if len(loaded) != 1:
@@ -184,12 +183,13 @@ def load_paraphrasers(args: argparse.Namespace, teacher) -> list:
 def main(args: argparse.Namespace) -> None:
     check_args(args)
     method = METHODS[args.method]
-    teacher, teacher_ckpt, paraphrasers = None, None, []
+    teacher, teacher_id, paraphrasers = None, None, []
     if method.teacher:
         teacher, teacher_ckpt = load_classifier(args.teacher)
         check_same_data(teacher_ckpt, "teacher", args.dataset)
+        teacher_id = teacher_identity(teacher, teacher_ckpt)
     if method.paraphraser and not args.no_paraphraser:
-        paraphrasers = load_paraphrasers(args, teacher)
+        paraphrasers = load_paraphrasers(args, teacher, teacher_id["fingerprint"])
     device = resolve_device(args.device)
 
     # ---------------------------------------------------------------- run folder
@@ -213,7 +213,7 @@ def main(args: argparse.Namespace) -> None:
     info = {"arch": args.arch, "num_classes": data.num_classes, "dataset": args.dataset,
             "method": args.method, **method_info}
     if teacher is not None:
-        info["teacher"] = {"arch": teacher_ckpt["arch"], "fingerprint": fingerprint(teacher)}
+        info["teacher"] = {"arch": teacher_id["arch"], "fingerprint": teacher_id["fingerprint"]}
 
     # ---------------------------------------------------------------- train
     stage = Stage(
@@ -221,7 +221,7 @@ def main(args: argparse.Namespace) -> None:
         evaluate=lambda: classification_metrics(student, data, args.eval_batch_size, args.amp),
         identity={"stage": "student", "method": args.method, "arch": args.arch, "dataset": args.dataset,
                   "recipe": args.recipe, "iters": args.iters, "seed": args.seed,
-                  "teacher": teacher_identity(teacher, teacher_ckpt) if teacher is not None else None,
+                  "teacher": teacher_id,
                   "paraphrasers": [identity for _, _, identity in paraphrasers]},
     )
     result = fit(stage, data, run, args)

@@ -40,6 +40,7 @@ import tempfile
 import types
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -314,7 +315,7 @@ class AuthorsCode:
         # Their top-level modules (utils.py, Models/, logger.py) shadow ours while their script loads.
         ours = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in THEIR_MODULES}
         try:
-            with contextlib.redirect_stdout(io.StringIO()), _patched(torch, "load", _cpu_load(plain_load, device)):
+            with contextlib.redirect_stdout(io.StringIO()), mock.patch.object(torch, "load", _cpu_load(plain_load, device)):
                 exec(compile(source, str(script), "exec"), self.scope)
         finally:
             for k in [k for k in sys.modules if k.split(".")[0] in THEIR_MODULES]:
@@ -336,16 +337,6 @@ class AuthorsCode:
         with contextlib.redirect_stdout(io.StringIO()):  # their per-epoch prints
             self.call()
         return window.images
-
-
-@contextlib.contextmanager
-def _patched(owner, name, value):
-    old = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, old)
 
 
 def _cpu_load(plain_load, device):

@@ -158,7 +158,7 @@ class GraphedStep:
         self.step, self.trainable, self.optimizer, self.device = step, trainable, optimizer, device
         self.cuda = device.type == "cuda"
         self.graph, self.lr, self.static_x, self.outputs = None, None, None, None
-        self.captures = 0
+        self.captures = 0  # graphs captured: the first, then one per learning-rate change
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
         if self.static_x is None:
@@ -168,7 +168,7 @@ class GraphedStep:
             self.static_x.copy_(x)
             self.static_y.copy_(y)
         lr = [group["lr"] for group in self.optimizer.param_groups]
-        if self.graph is None or lr != self.lr:
+        if lr != self.lr:  # self.lr is None until the first capture
             self._capture()
             self.lr = lr
         if self.cuda:
@@ -196,14 +196,17 @@ class GraphedStep:
                     v.copy_(saved[name][k])
             for p, state in self.optimizer.state.items():
                 buffer = state.get("momentum_buffer")
-                if buffer is not None:
-                    buffer.copy_(momentum[p]) if p in momentum else buffer.zero_()
+                if buffer is None:
+                    continue
+                if p in momentum:
+                    buffer.copy_(momentum[p])
+                else:
+                    buffer.zero_()
 
     def _capture(self) -> None:
         self.captures += 1
         if not self.cuda:
-            self.graph = True
-            return
+            return  # the step runs eagerly
         self.graph = self.outputs = None  # the previous graph's memory goes back to the pool
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
