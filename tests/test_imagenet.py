@@ -5,7 +5,6 @@ script's runs and the report's Table 6."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -398,22 +397,21 @@ def test_table6_slurm_multi_node_rendezvous(tmp_path):
 # ----------------------------------------------------------------------------- report
 
 def load_report():
-    if "report" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("report", REPO / "scripts" / "report.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["report"] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules["report"]
+    sys.path.insert(0, str(REPO / "scripts"))
+    import report
+
+    return report
 
 
-def write_run(path: Path, kind: str, args: dict, error: float, top5: float) -> Path:
+def write_run(path: Path, kind: str, args: dict, error: float, top5: float, record: dict) -> Path:
     path.mkdir(parents=True)
     args = {"dataset": "imagenet", "seed": 0, "iters": 450360, "lr": 0.1, "wd": 1e-4, "batch_size": 256,
             "out": str(path), **args}
-    (path / "args.json").write_text(json.dumps({"args": args}))
+    record = {"stage": kind, "dataset": "imagenet", "recipe": "paper", "iters": args["iters"], "seed": 0, **record}
+    (path / "args.json").write_text(json.dumps({"args": args, "run": record}))
     (path / "final.json").write_text(json.dumps({
         "test_error_last": error, "test_error_best": error, "best_iter": args["iters"], "kind": kind,
-        "last": {"test_error": error, "test_error_top5": top5}}))
+        "last": {"test_error": error, "test_error_top5": top5}, "run": record}))
     return path
 
 
@@ -421,13 +419,18 @@ def test_report_table6(tmp_path):
     report = load_report()
     root = tmp_path / "runs"
     spec = "torchvision:resnet34"  # the pretrained teacher: no run folder
-    para = write_run(root / "para", "paraphraser", {"teacher": spec, "k": 0.5, "kind": "conv", "layers": 3,
-                                                    "recon_loss": "l1", "iters": 5004}, 0.1, 0.1)
+    # what the later stages record of it (utils.checkpoint.teacher_identity)
+    teacher = {"arch": "resnet34", "iters": None, "seed": None, "recipe": "paper", "fingerprint": "0123456789abcdef"}
+    shape = {"kind": "conv", "k": 0.5, "layers": 3, "bn": False, "group": -1}
+    para = write_run(root / "para", "paraphraser", {"teacher": spec, **shape, "recon_loss": "l1", "iters": 5004},
+                     0.1, 0.1, {**shape, "iters": 5004, "teacher": teacher})
+    paraphraser = {**shape, "iters": 5004, "seed": 0, "fingerprint": "fedcba9876543210"}
     for method, error, top5 in (("ce", 30.5, 11.0), ("kd", 33.0, 12.0), ("at", 30.0, 10.5), ("ft", 29.0, 10.0)):
         write_run(root / method, "student", {"method": method, "arch": "resnet18", "p": 1,
                                              "teacher": None if method == "ce" else spec,
                                              "paraphraser": [str(para)] if method == "ft" else None},
-                  error, top5)
+                  error, top5, {"method": method, "arch": "resnet18", "teacher": None if method == "ce" else teacher,
+                                "paraphrasers": [paraphraser] if method == "ft" else []})
     args = report.get_args_parser().parse_args([str(root), "--table", "6"])
     text = next(iter(report.report(args).values()))
     assert "Table 6 — ImageNet" in text and "not placed" not in text

@@ -1,37 +1,39 @@
-"""scripts/report.py on synthetic run folders: cells from arguments, means and stds over
-seeds, the paper's layout, missing cells, conflicts, scales, --best and the outputs."""
+"""scripts/report.py on synthetic run folders: cells from each run's record, means and stds
+over seeds, the paper's layout, missing cells, conflicts, scales, --best and the outputs."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 import io
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("report", REPO / "scripts" / "report.py")
-report = importlib.util.module_from_spec(spec)
-sys.modules["report"] = report  # dataclasses look their module up there
-spec.loader.exec_module(report)
+sys.path.insert(0, str(REPO / "scripts"))
+import report  # noqa: E402
 
 COMMON = {"dataset": "cifar10", "data_root": "./data", "norm": None, "train_subset": None, "test_subset": None,
           "lr": 0.1, "momentum": 0.9, "wd": 5e-4, "batch_size": 128, "device": "auto", "progress": "auto",
           "eval_every": 1000, "eval_batch_size": 1000, "force": False, "amp": "none", "channels_last": False,
           "compile": False, "milestone_fractions": [0.5, 0.75]}
+PRETRAINED = "torchvision:"
 
 
-def write_run(path: Path, args: dict, error: float | None = None, best: float | None = None,
-              top5: float | None = None, kind: str = "student") -> Path:
-    """A run folder as the training scripts leave it: two evaluations, at half and at the
-    end (the first `best`, by default error + 1); error None: unfinished."""
+def write_run(path: Path, args: dict, record: dict, error: float | None = None, best: float | None = None,
+              top5: float | None = None) -> Path:
+    """A run folder as the training scripts leave it: its arguments and record (what the run
+    is), two evaluations, at half and at the end (the first `best`, by default error + 1);
+    error None: unfinished."""
     path.mkdir(parents=True)
     iters = args["iters"]
     full = {**COMMON, "milestones": [iters // 2, iters * 3 // 4], "out": str(path), **args}
-    (path / "args.json").write_text(json.dumps({"args": full, "git_commit": "x"}))
+    (path / "args.json").write_text(json.dumps({"args": full, "run": record, "git_commit": "x"}))
     if error is None:
         return path
     curve = [(iters // 2, best if best is not None else error + 1, (top5 or 0) + 0.5), (iters, error, top5)]
@@ -40,31 +42,71 @@ def write_run(path: Path, args: dict, error: float | None = None, best: float | 
     best_iter, best_value, _ = min(curve, key=lambda r: r[1])
     (path / "final.json").write_text(json.dumps({
         "test_error_last": error, "test_error_best": best_value, "best_iter": best_iter, "iters": iters,
-        "wall_time_s": 1.0, "kind": kind, "last": {"test_error": error, "test_error_top5": top5}}))
+        "wall_time_s": 1.0, "kind": record["stage"], "last": {"test_error": error, "test_error_top5": top5},
+        "run": record}))
     return path
 
 
+def record_of(path: Path) -> dict:
+    return json.loads((Path(path) / "args.json").read_text())["run"]
+
+
+def fingerprint(path) -> str:
+    """Stands in for the hash of a run's weights: one per run folder."""
+    return hashlib.sha1(str(path).encode()).hexdigest()[:16]
+
+
+def teacher_identity(teacher_dir) -> dict:
+    """What train_student.py and train_paraphraser.py record of their --teacher."""
+    if str(teacher_dir).startswith(PRETRAINED):  # published weights: no run, no schedule
+        return {"arch": str(teacher_dir)[len(PRETRAINED):], "iters": None, "seed": None, "recipe": "paper",
+                "fingerprint": fingerprint(teacher_dir)}
+    r = record_of(teacher_dir)
+    return {"arch": r["arch"], "iters": r["iters"], "seed": r["seed"], "recipe": r["recipe"],
+            "fingerprint": fingerprint(teacher_dir)}
+
+
+def paraphraser_identity(para_dir) -> dict:
+    """What train_student.py records of a --paraphraser."""
+    r = record_of(para_dir)
+    return {**{k: r[k] for k in ("kind", "k", "layers", "bn", "group", "iters", "seed")},
+            "fingerprint": fingerprint(para_dir)}
+
+
 def teacher(root, name, arch, seed, error, dataset="cifar10", iters=64000, **extra):
+    record = {"stage": "teacher", "arch": arch, "dataset": dataset, "recipe": extra.get("recipe", "paper"),
+              "iters": iters, "seed": seed}
     return write_run(root / name, {"arch": arch, "dataset": dataset, "seed": seed, "iters": iters, **extra},
-                     error, kind="teacher")
+                     record, error)
 
 
 def para(root, name, teacher_dir, seed, k=0.5, kind="conv", layers=3, dataset="cifar10", **extra):
     args = {"teacher": str(teacher_dir), "k": 2.0 if kind == "rae" else k, "kind": kind, "layers": layers,
             "group": -1, "bn": True, "recon_loss": "l1", "rae_lambda": 1e-4, "epochs": 30, "holdout": 0.1,
             "dataset": dataset, "seed": seed, "iters": 11700, **extra}
-    return write_run(root / name, args, 0.01, kind="paraphraser")
+    record = {"stage": "paraphraser", "dataset": dataset, "recipe": args.get("recipe", "paper"),
+              **{k: args[k] for k in ("iters", "seed", "kind", "k", "layers", "bn", "group")},
+              "teacher": teacher_identity(teacher_dir)}
+    return write_run(root / name, args, record, 0.01)
 
 
 def student(root, name, method, arch, seed, error, teacher_dir=None, para_dir=None, dataset="cifar10",
-            iters=64000, **extra):
+            iters=64000, teacher_record=None, **extra):
+    """A student run; para_dir: one paraphraser folder or a list; teacher_record: what the run
+    recorded of its teacher, if not that of the folder teacher_dir."""
+    paras = [] if para_dir is None else para_dir if isinstance(para_dir, list) else [para_dir]
     args = {"method": method, "arch": arch, "teacher": str(teacher_dir) if teacher_dir else None,
-            "paraphraser": [str(para_dir)] if para_dir else None, "beta": 500.0, "p": 1, "kd_T": 4.0,
+            "paraphraser": [str(p) for p in paras] or None, "beta": 500.0, "p": 1, "kd_T": 4.0,
             "kd_alpha": 0.9, "at_beta": 1000.0, "no_paraphraser": False, "no_translator": False,
             "ft_groups": "last", "translator_bn": None, "dataset": dataset, "seed": seed, "iters": iters}
     measured = {k: extra.pop(k) for k in ("best", "top5") if k in extra}
     args.update(extra)
-    return write_run(root / name, args, error, **measured)
+    if teacher_record is None and teacher_dir:
+        teacher_record = teacher_identity(teacher_dir)
+    record = {"stage": "student", "method": method, "arch": arch, "dataset": dataset,
+              "recipe": args.get("recipe", "paper"), "iters": iters, "seed": seed, "teacher": teacher_record,
+              "paraphrasers": [paraphraser_identity(p) for p in paras]}
+    return write_run(root / name, args, record, error, **measured)
 
 
 def make_report(root: Path, *argv: str) -> dict:
@@ -135,7 +177,7 @@ def test_csv_and_json_records(t7_runs, tmp_path):
     assert blob["metric"] == "last" and blob["unfinished_runs"] == 1
 
 
-def test_cells_come_from_arguments_and_best_k(tmp_path):
+def test_cells_come_from_records_and_best_k(tmp_path):
     """Table 1: the FT column is the best k; CAE, RAE and FT+KD land in their own cells."""
     root = tmp_path / "runs"
     t = teacher(root, "t", "resnet56", 0, 6.5)
@@ -157,19 +199,36 @@ def test_cells_come_from_arguments_and_best_k(tmp_path):
     assert "⚠" not in text
 
 
-def test_moved_run_tree_still_resolves_teachers(tmp_path, monkeypatch):
-    root = tmp_path / "moved" / "runs"
+def test_runs_are_placed_from_their_record_alone(tmp_path):
+    """A student is placed from what it recorded of its teacher and paraphraser; the folders its
+    --teacher / --paraphraser name are never read: gone, or holding another network."""
+    root = tmp_path / "runs"
     t = teacher(root, "cifar10/teacher-resnet56-s0", "resnet56", 0, 6.5)
-    p = para(root, "cifar10/para-resnet56-k0.5-s0", "runs/cifar10/teacher-resnet56-s0", 0)
-    student(root, "cifar10/ft", "ft", "resnet20", 0, 7.0, "runs/cifar10/teacher-resnet56-s0",
-            "runs/cifar10/para-resnet56-k0.5-s0", p=2)
-    monkeypatch.chdir(tmp_path)
-    assert t and p
-    ours = cells(table_lines(markdown(root, "--table", "7"), "CIFAR-10")[0])
-    assert ours[6] == "7.00 (n=1)"
-    # A teacher that is not under the report's folder: the run is named, not placed.
-    student(root, "cifar10/orphan", "kd", "resnet20", 0, 7.0, "elsewhere/teacher-x")
-    assert "orphan: not placed, its teacher run elsewhere/teacher-x" in markdown(root, "--table", "7")
+    p = para(root, "cifar10/para-resnet56-k0.5-s0", t, 0)
+    wrn = teacher(root, "cifar10/teacher-wrn_40_1-s1", "wrn_40_1", 1, 6.0)
+    student(root, "cifar10/ft", "ft", "resnet20", 0, 7.0, t, p, p=2)
+    student(root, "cifar10/ft-other", "ft", "resnet20", 1, 8.0, wrn, p, p=2,
+            teacher_record={**teacher_identity(t), "seed": 1})
+    shutil.rmtree(t)
+    shutil.rmtree(p)
+    text = markdown(root, "--table", "7")
+    ours = cells(table_lines(text, "CIFAR-10")[0])
+    assert ours[4:] == ["—", "—", "7.50 ± 0.71 (n=2)", "—"]
+    assert "students 64,000 iterations (the paper's) · teachers 64,000 iterations (the paper's) · " \
+           "paraphrasers 11,700 iterations" in text
+    assert "not placed" not in text
+    # A finished run without a record (made before runs recorded what they are) is named, not
+    # placed; an unfinished one is only counted.
+    for name, error in (("cifar10/old", 7.0), ("cifar10/old-unfinished", None)):
+        old = student(root, name, "ce", "resnet20", 0, error)
+        for file in ("args.json", "final.json")[:2 if error else 1]:
+            blob = json.loads((old / file).read_text())
+            del blob["run"]
+            (old / file).write_text(json.dumps(blob))
+    text = markdown(root, "--table", "7")
+    assert f"- {root / 'cifar10/old'}: not placed, its folder has no 'run' record" in text
+    assert "old-unfinished" not in text
+    assert cells(table_lines(text, "CIFAR-10")[0])[4] == "—"
 
 
 def test_conflicting_settings_are_not_averaged(tmp_path):
@@ -284,10 +343,7 @@ def test_multi_group_ft_beside_the_papers_7_01(tmp_path):
     t = teacher(root, "t", "resnet56", 0, 6.5)
     paras = [para(root, f"p{g}", t, 0, group=g) for g in (0, 1)] + [para(root, "plast", t, 0)]
     student(root, "last", "ft", "resnet20", 0, 7.2, t, paras[-1])
-    args = student(root, "all", "ft", "resnet20", 0, 7.4, t, paras[0], ft_groups="all")
-    blob = json.loads((args / "args.json").read_text())
-    blob["args"]["paraphraser"] = [str(p) for p in paras]
-    (args / "args.json").write_text(json.dumps(blob))
+    student(root, "all", "ft", "resnet20", 0, 7.4, t, paras, ft_groups="all")
     text = markdown(root, "--table", "1")
     part = text.split("Multi-group FT")[1]
     ours, paper = table_lines(part, "ResNet-20 | ResNet-56")[:2]
@@ -318,3 +374,55 @@ def test_recipes_make_separate_sections(tmp_path):
     text = markdown(root, "--table", "2")
     paper_part = text.split("recipe paper")[1].split("**Scale")[0]
     assert "9.50 ± 0.71 (n=2)" in paper_part
+
+
+def test_backfill_gives_old_folders_the_record_of_today(tmp_path, monkeypatch):
+    """scripts/backfill_run_records.py on folders made before runs recorded what they are: the
+    record the training scripts write now, with the fingerprints of the weights the teacher's
+    and paraphraser's checkpoints hold; the report then places the runs."""
+    import torch
+
+    import backfill_run_records
+    from models import build_model
+    from paraphraser import Paraphraser
+    from utils.checkpoint import fingerprint
+
+    monkeypatch.chdir(tmp_path)  # the folder the runs were started in: their paths are relative to it
+    root = Path("runs")
+    t = teacher(root, "teacher-resnet56-s0", "resnet56", 0, 6.5, iters=800)
+    p = para(root, "para-resnet56-k0.5-s0", t, 0)
+    ft = student(root, "ft-resnet20-s0", "ft", "resnet20", 0, 7.0, t, p, iters=200)
+    ce = student(root, "ce-resnet20-s0", "ce", "resnet20", 0, 8.0, iters=200)
+    orphan = student(root, "kd-resnet20-s0", "kd", "resnet20", 0, 7.5, t, iters=200)
+    wants = {run: record_of(run) for run in (t, p, ft, ce)}
+    torch.manual_seed(0)
+    model, paraphraser = build_model("resnet56", 10), Paraphraser(64, k=0.5, bn=True, layers=3)
+    t_args = json.loads((t / "args.json").read_text())["args"]
+    torch.save({"kind": "teacher", "arch": "resnet56", "num_classes": 10, "dataset": "cifar10", "args": t_args,
+                "iteration": 800, "modules": {"model": model.state_dict()}}, t / "checkpoint.pt")
+    torch.save({"kind": "paraphraser", "paraphraser_config": paraphraser.config, "group": -1, "dataset": "cifar10",
+                "args": json.loads((p / "args.json").read_text())["args"], "iteration": 11700,
+                "teacher": {"arch": "resnet56", "fingerprint": fingerprint(model), "group_channels": [16, 32, 64]},
+                "modules": {"paraphraser": paraphraser.state_dict()}}, p / "checkpoint.pt")
+    blob = json.loads((orphan / "args.json").read_text())
+    blob["args"]["teacher"] = "elsewhere/teacher-resnet56-s0"
+    (orphan / "args.json").write_text(json.dumps(blob))
+    for run in (t, p, ft, ce, orphan):
+        for file in ("args.json", "final.json"):
+            blob = json.loads((run / file).read_text())
+            del blob["run"]
+            (run / file).write_text(json.dumps(blob))
+
+    written, problems = backfill_run_records.backfill(root)
+    assert sorted(written) == sorted((t, p, ft, ce)) and len(problems) == 1 and "elsewhere" in problems[0]
+    teacher_id = {"arch": "resnet56", "iters": 800, "seed": 0, "recipe": "paper", "fingerprint": fingerprint(model)}
+    para_id = {"kind": "conv", "k": 0.5, "layers": 3, "bn": True, "group": -1, "iters": 11700, "seed": 0,
+               "fingerprint": fingerprint(paraphraser)}
+    wants[p]["teacher"], wants[ft]["teacher"], wants[ft]["paraphrasers"] = teacher_id, teacher_id, [para_id]
+    for run, want in wants.items():
+        assert record_of(run) == want
+        assert json.loads((run / "final.json").read_text())["run"] == want
+    assert backfill_run_records.backfill(root)[0] == []  # a record is written once
+    text = markdown(root, "--table", "7")
+    assert cells(table_lines(text, "CIFAR-10")[0])[4:] == ["8.00 (n=1)", "7.00 (n=1)", "—", "6.50 (n=1)"]
+    assert f"- {orphan}: not placed, its folder has no 'run' record" in text

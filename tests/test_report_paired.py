@@ -1,4 +1,4 @@
-"""scripts/report.py's paired comparisons (FT − baseline, seed by seed, same teacher run) on
+"""scripts/report.py's paired comparisons (FT − baseline, seed by seed, same teacher weights) on
 synthetic run folders with known answers: the t quantiles, the intervals, the pairing rules,
 the verdicts against the paper's orderings, and the markdown, JSON and CSV outputs."""
 
@@ -11,7 +11,9 @@ import math
 
 import pytest
 
-from test_report import cells, make_report, markdown, para, report, student, teacher
+from test_report import cells, make_report, markdown, para, student, teacher
+
+import aggregate  # noqa: E402  (scripts/, on the path through test_report)
 
 T_HALF3 = 4.303 / math.sqrt(3)  # half width of the 95 % interval of three pairs with sd 1
 
@@ -33,25 +35,25 @@ def t_quantile(df: int, q: float = 0.975) -> float:
 
 
 def test_t_quantiles_table():
-    assert len(report.T975) == 30
+    assert len(aggregate.T975) == 30
     for df, known in ((1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (29, 2.045)):
-        assert report.T975[df - 1] == known
+        assert aggregate.T975[df - 1] == known
     for df in range(1, 31):
-        assert report.T975[df - 1] == pytest.approx(t_quantile(df), abs=6e-4), df
+        assert aggregate.T975[df - 1] == pytest.approx(t_quantile(df), abs=6e-4), df
     assert t_quantile(10_000) == pytest.approx(1.96, abs=1e-3)
 
 
 def test_t_interval():
-    mean, sd, half = report.t_interval([1.0, 2.0, 3.0])
+    mean, sd, half = aggregate.t_interval([1.0, 2.0, 3.0])
     assert (mean, sd) == (2.0, 1.0) and half == pytest.approx(T_HALF3)
-    assert report.t_interval([-1.5]) == (-1.5, None, None)  # n = 1: no interval
-    assert report.t_interval([]) == (None, None, None)
-    mean, sd, half = report.t_interval([0.0, 1.0] * 20)  # df = 39 > 30: the normal quantile
+    assert aggregate.t_interval([-1.5]) == (-1.5, None, None)  # n = 1: no interval
+    assert aggregate.t_interval([]) == (None, None, None)
+    mean, sd, half = aggregate.t_interval([0.0, 1.0] * 20)  # df = 39 > 30: the normal quantile
     assert half == pytest.approx(1.96 * sd / math.sqrt(40))
 
 
 def test_verdicts():
-    v = report.verdict
+    v = aggregate.verdict
     assert v(-2.0, 2.484, -0.93) == "holds on the mean only"
     assert v(-6.0, 2.484, -0.28) == "holds (CI excl. 0)"
     assert v(3.0, 2.484, -0.34) == "reversed (CI excl. 0)"

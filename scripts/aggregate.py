@@ -1,0 +1,326 @@
+"""Run folders into table cells: each run placed from its record, grouped by scale and cell,
+averaged over seeds; FT paired with each baseline seed by seed.
+
+A run folder's args.json and final.json carry a "run" record (utils/run.py): the stage, the
+method, the architecture, the dataset, the recipe, the iterations, the seed, and for a
+student its teacher's and paraphrasers' identities (architecture, iterations, kind, k,
+layers, weight fingerprint).  A run is placed from that record and its own arguments alone;
+the folders its --teacher / --paraphraser name are never read.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from paper import Cell, Part, Table, student_id, teacher_id  # paper puts the repository on sys.path
+from utils.run import ADDED_ARGS as ADDED_DEFAULTS
+
+# Arguments that name a run rather than define it (the float32 fast paths change rounding only).
+PER_RUN_ARGS = {"seed", "out", "force", "device", "progress", "data_root", "eval_batch_size",
+                "save_every", "eval_every", "teacher", "paraphraser", "compile", "channels_last",
+                "fold_bn", "cuda_graph", "default_iters"}
+SCALE_ARGS = {"iters", "train_subset", "test_subset", "recipe"}
+
+
+@dataclass
+class Run:
+    path: Path
+    args: dict
+    final: dict | None
+    record: dict                   # what the run is: final.json's (or args.json's) "run"
+    identity: tuple | None = None
+    scale: tuple | None = None     # (student iters, teacher iters, train subset, test subset, recipe)
+    setting: dict = field(default_factory=dict)
+    problem: str | None = None
+    teacher: str | None = None     # the fingerprint of the teacher's weights
+
+    @property
+    def seed(self):
+        return self.record.get("seed")
+
+
+# ----------------------------------------------------------------------------- run folders
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_runs(root: Path) -> list[Run]:
+    runs = []
+    for args_path in sorted(root.rglob("args.json")):
+        blob = read_json(args_path)
+        if not isinstance(blob, dict) or not isinstance(blob.get("args"), dict):
+            continue
+        final = read_json(args_path.parent / "final.json")
+        # A run resumed by a later version of the code records itself in final.json only.
+        record = (final or {}).get("run") or blob.get("run") or {}
+        run = Run(args_path.parent, blob["args"], final, record)
+        place(run)
+        runs.append(run)
+    return runs
+
+
+def _setting(args: dict, exclude: set) -> dict:
+    """The arguments that must agree for runs to share a cell.  An option that is off (None or
+    False) counts as absent, so a run made before the option existed shares its cell."""
+    return {k: v for k, v in args.items()
+            if k not in PER_RUN_ARGS | SCALE_ARGS | exclude and v is not None and v is not False
+            and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
+
+
+def place(run: Run) -> None:
+    """The run's cell identity, scale and remaining setting, from its record and its own
+    arguments (p, the ablation flags, --ft-groups, the subsets, every other option)."""
+    r, a = run.record, run.args
+    if not r.get("stage"):
+        if run.final is not None:
+            run.problem = ("its folder has no 'run' record (made before runs recorded what they are; "
+                           "python scripts/backfill_run_records.py adds it)")
+        return
+    subsets = (a.get("train_subset"), a.get("test_subset"), r["recipe"])
+    if r["stage"] == "teacher":
+        run.identity = teacher_id(r["dataset"], r["arch"])
+        run.scale = (None, r["iters"], *subsets)
+        run.setting = _setting(a, {"arch"})
+        return
+    if r["stage"] != "student":
+        return
+    teacher, paras = r.get("teacher"), r.get("paraphrasers") or []
+    # With --ft-groups all, the cell is that of the last group's paraphraser (listed last).
+    para = paras[-1] if paras else {}
+    run.identity = student_id(
+        r["dataset"], r["arch"], r["method"], teacher["arch"] if teacher else None,
+        k=para.get("k"), kind=para.get("kind"), layers=para.get("layers"), p=a.get("p"),
+        no_paraphraser=not paras, no_translator=a.get("no_translator", False), groups=a.get("ft_groups"))
+    run.scale = (r["iters"], teacher["iters"] if teacher else None, *subsets)
+    run.teacher = teacher["fingerprint"] if teacher else None
+    run.setting = _setting(a, {"arch", "method", "p", "no_paraphraser", "no_translator", "ft_groups"})
+    if teacher and teacher["recipe"] != r["recipe"]:
+        run.setting["teacher.recipe"] = teacher["recipe"]
+    if teacher and teacher["iters"] is None:  # published weights (--teacher torchvision:NAME), no run
+        run.setting["teacher.weights"] = a["teacher"]  # never averaged with a teacher trained here
+    for key in ("kind", "k", "layers", "bn", "group", "iters"):
+        values = [p.get(key) for p in paras]
+        if len(set(values)) > 1:
+            run.setting[f"paraphraser.{key}"] = values
+        elif values and key not in ("kind", "k", "layers"):  # those three are the cell's
+            run.setting[f"paraphraser.{key}"] = values[0]
+
+
+# ----------------------------------------------------------------------------- aggregation
+@dataclass
+class Agg:
+    mean: float
+    std: float | None
+    n: int
+    seeds: list
+    runs: list
+    note: str = ""
+
+
+@dataclass
+class Conflict:
+    settings: list  # one dict of differing keys per group
+
+    def describe(self) -> str:
+        return "; ".join(", ".join(f"{k}={v}" for k, v in sorted(s.items())) or "(other)"
+                         for s in self.settings)
+
+
+def metric_value(run: Run, best: bool, top5: bool) -> float | None:
+    final = run.final
+    if not top5:
+        return final.get("test_error_best" if best else "test_error_last")
+    if not best:
+        return (final.get("last") or {}).get("test_error_top5")
+    metrics = run.path / "metrics.jsonl"
+    for line in metrics.read_text().splitlines() if metrics.exists() else []:
+        record = json.loads(line)
+        if record.get("iter") == final.get("best_iter"):
+            return record.get("test_error_top5")
+    return None
+
+
+def aggregate(runs: list[Run], best: bool, top5: bool = False, accuracy: bool = False) -> Agg | None:
+    values, seeds, used = [], [], []
+    for run in runs:
+        v = metric_value(run, best, top5)
+        if v is None:
+            continue
+        values.append(100.0 - v if accuracy else v)
+        seeds.append(run.seed)
+        used.append(run)
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return Agg(statistics.fmean(values), std, len(values), seeds, used)
+
+
+def compatible(a: tuple, b: tuple) -> bool:
+    return all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+class Section:
+    """The finished runs of one scale, grouped by cell."""
+
+    def __init__(self, scale: tuple, runs: list[Run]):
+        self.scale = scale
+        self.cells: dict[tuple, list[list[Run]]] = defaultdict(list)
+        by_setting: dict[tuple, dict[str, list[Run]]] = defaultdict(dict)
+        for run in runs:
+            key = json.dumps(run.setting, sort_keys=True, default=str)
+            by_setting[run.identity].setdefault(key, []).append(run)
+        for identity, groups in by_setting.items():
+            self.cells[identity] = list(groups.values())
+
+    def lookup(self, identity: tuple, best: bool, top5: bool = False, accuracy: bool = False):
+        groups = self.cells.get(identity)
+        if not groups:
+            return None
+        if len(groups) > 1:
+            settings = [g[0].setting for g in groups]
+            keys = {k for s in settings for k in s if len({json.dumps(t.get(k), default=str)
+                                                           for t in settings}) > 1}
+            return Conflict([{k: s.get(k) for k in sorted(keys)} for s in settings])
+        return aggregate(groups[0], best, top5, accuracy)
+
+    def runs(self) -> list[Run]:
+        return [r for groups in self.cells.values() for g in groups for r in g]
+
+
+def sections_for(runs: list[Run]) -> list[Section]:
+    """One section per scale; teachers and students alone join every scale they fit."""
+    scales = {r.scale for r in runs}
+    full = {s for s in scales if s[0] is not None and s[1] is not None}
+    if not full:
+        alone = {s for s in scales if s[0] is not None}
+        teachers = {s for s in scales if s[1] is not None}
+        full = {(a[0], t[1], *a[2:]) for a in alone for t in teachers if a[2:] == t[2:]}
+    keys = set(full)
+    for s in scales:
+        if not any(compatible(s, f) for f in full):
+            keys.add(s)
+    order = sorted(keys, key=lambda s: tuple((x is None, x or 0) for x in s))
+    return [Section(k, [r for r in runs if compatible(r.scale, k)]) for k in order]
+
+
+def table_runs(table: Table, runs: list[Run]) -> list[Run]:
+    wanted = {i for part in table.parts for row in part.rows for c in row.cells for i in c.ids}
+    return [r for r in runs if r.final is not None and r.identity in wanted]
+
+
+# ----------------------------------------------------------------------------- filling
+@dataclass
+class Filled:
+    value: Agg | Conflict | None
+    paper: float | None
+    note: str = ""
+
+    @property
+    def diff(self) -> float | None:
+        if isinstance(self.value, Agg) and self.paper is not None:
+            return self.value.mean - self.paper
+        return None
+
+
+def fill(cell: Cell, section: Section, best: bool) -> Filled:
+    found = [(i, section.lookup(i, best, cell.top5, cell.accuracy)) for i in cell.ids]
+    found = [(i, v) for i, v in found if v is not None]
+    if len(cell.ids) == 1 or not found:
+        return Filled(found[0][1] if found else None, cell.paper)
+    conflicts = [v for _, v in found if isinstance(v, Conflict)]
+    if conflicts:
+        return Filled(conflicts[0], cell.paper)
+    ident, agg = min(found, key=lambda iv: iv[1].mean)
+    note = cell.note(ident) if cell.note else ""
+    if len(found) < len(cell.ids):
+        note += f", best of {len(found)}/{len(cell.ids)}"
+    return Filled(agg, cell.paper, note)
+
+
+def fill_table(table: Table, sections: list[Section], best: bool) -> dict:
+    """{(section index, part index): rows of Filled}; without sections, the paper's column alone."""
+    return {(si, pi): [[fill(c, s, best) for c in row.cells] for row in part.rows]
+            if s is not None else [[Filled(None, c.paper) for c in row.cells] for row in part.rows]
+            for si, s in enumerate(sections or [None]) for pi, part in enumerate(table.parts)}
+
+
+# ----------------------------------------------------------------------------- paired comparisons
+# FT against each other method of its row, seed by seed: error(FT) - error(baseline) over the runs
+# of one section that share the seed and the teacher's weights (the student alone has none: the
+# seed).  Student-t 0.975 quantiles, df = 1..30 (tests/test_report_paired.py recomputes them);
+# beyond, 1.96.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042)
+
+
+def t_interval(diffs: list[float]) -> tuple:
+    """Mean, sample std and half width of the 95 % t-interval (std and width None below n = 2)."""
+    if len(diffs) < 2:
+        return (diffs[0] if diffs else None), None, None
+    sd, df = statistics.stdev(diffs), len(diffs) - 1
+    return statistics.fmean(diffs), sd, (T975[df - 1] if df <= len(T975) else 1.96) * sd / len(diffs) ** 0.5
+
+
+def paired_diffs(ft: list[Run], base: list[Run], best: bool, top5: bool) -> list[tuple]:
+    """[(seed, error(FT) - error(baseline))]; a (seed, teacher) key held by two runs pairs nothing."""
+    by_teacher = any(r.teacher for r in base)
+
+    def values(runs):
+        found = defaultdict(list)
+        for r in runs:
+            found[(r.seed, r.teacher if by_teacher else None)].append(metric_value(r, best, top5))
+        return {key: v[0] for key, v in found.items() if len(v) == 1 and v[0] is not None}
+    a, b = values(ft), values(base)
+    keys = sorted(a.keys() & b.keys(), key=lambda k: (k[0] is None, k[0] or 0, str(k[1])))
+    return [(k[0], a[k] - b[k]) for k in keys]
+
+
+def verdict(mean: float | None, half: float | None, paper: float | None) -> str:
+    """Ours against the ordering the paper's FT - baseline gives."""
+    if not paper:
+        return "the paper's figures tie" if paper == 0 else "no paper figure"
+    if mean is None or mean == 0:
+        return "no paired runs" if mean is None else "tie on the mean"
+    holds = (mean < 0) == (paper < 0)
+    if half is not None and abs(mean) > half:
+        return ("holds" if holds else "reversed") + " (CI excl. 0)"
+    return "holds on the mean only" if holds else "reversed on the mean"
+
+
+@dataclass
+class Pair:
+    row: str
+    ft: str              # the FT column's header
+    ft_note: str
+    baseline: str        # the baseline column's header
+    diffs: list          # [(seed, error(FT) - error(baseline))]
+    mean: float | None
+    sd: float | None
+    half: float | None   # half width of the 95 % t-interval
+    paper: float | None  # the paper's FT - baseline
+    verdict: str
+
+
+def paired(part: Part, filled_rows: list, best: bool) -> list[Pair]:
+    """One comparison per row with FT runs and per (FT, baseline) column pair of the part."""
+    out = []
+    for row, cells in zip(part.rows, filled_rows):
+        for fi, bi in part.pairs:
+            ft, base = cells[fi], cells[bi]
+            if not isinstance(ft.value, Agg):
+                continue
+            diffs = paired_diffs(ft.value.runs, base.value.runs if isinstance(base.value, Agg) else [],
+                                 best, row.cells[fi].top5)
+            mean, sd, half = t_interval([d for _, d in diffs])
+            paper = None if None in (ft.paper, base.paper) else round(ft.paper - base.paper, 2)
+            out.append(Pair(row.name, part.headers[fi], ft.note, part.headers[bi], diffs, mean, sd, half,
+                            paper, verdict(mean, half, paper)))
+    return out
