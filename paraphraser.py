@@ -14,7 +14,7 @@ Variants used by the paper's comparisons (Tables 1, 3, 4):
 - `kind="cae"`: a convolutional autoencoder whose layers are stride-2 (each encoder
   conv halves H, W and doubles channels), the "CAE" column.
 The RAE column is the conv paraphraser with k = 2 plus an L1 penalty on the factor
-while it is trained (`utils.losses.factor_l1_penalty`).
+while it is trained (`utils.distill.paraphrase.factor_l1_penalty`).
 
 Parameter counts (Table 4 lists 0.07M / 0.22M / 0.26M for 1 / 2 / 3 layers on
 WRN-40-2, C = 128, k = 0.5): those are the *encoder's* counts (73,792 / 221,376 /
@@ -77,6 +77,13 @@ class ConvEncoder(nn.Sequential):
 
     def __init__(self, widths: list[int], bn: bool, stride: int = 1):
         super().__init__(*[_layer(a, b, bn, stride, transposed=False) for a, b in zip(widths, widths[1:])])
+        self.out_channels, self.reduction = widths[-1], stride ** (len(widths) - 1)
+
+    def output_shape(self, shape) -> tuple[int, int, int]:
+        """(C, H, W) of the output for an input map of shape (C_in, H, W); a stride-2 layer
+        (padding 1) rounds up."""
+        _, h, w = shape
+        return self.out_channels, -(-h // self.reduction), -(-w // self.reduction)
 
 
 class Paraphraser(nn.Module):
@@ -101,7 +108,6 @@ class Paraphraser(nn.Module):
         stride = 2 if kind == "cae" else 1
         widths = encoder_widths(in_channels, k, layers, kind)
         self.factor_channels = widths[-1]
-        self.stride = stride ** layers  # spatial reduction from input to factor
         self.encoder = ConvEncoder(widths, bn, stride)
         back = widths[::-1]
         self.decoder = nn.Sequential(*[_layer(a, b, bn, stride, transposed=True)

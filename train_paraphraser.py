@@ -9,16 +9,16 @@ import json
 
 import torch
 
+from models.features import group_channels, group_shapes
 from paraphraser import KINDS, Paraphraser, bn_default
+from utils import distributed
 from utils.checkpoint import check_same_data, load_classifier, teacher_identity
 from utils.cli import (add_data_args, add_run_args, add_schedule_args, apply_recipe, check_positive,
                        check_schedule, run_main)
 from utils.data import balanced_subset
+from utils.distill.paraphrase import RECON_LOSSES, ParaphraserTraining, reconstruction_loss
 from utils.errors import UserError
-from utils.losses import RECON_LOSSES, reconstruction_loss
-from utils.methods import ParaphraserTraining
-from utils import distributed
-from utils.train import Stage, fit, load_training_data, open_run, resolve_device, sample_input
+from utils.train import Stage, fit, input_size, load_training_data, open_run, resolve_device
 
 
 DEFAULT_K = 0.5
@@ -84,7 +84,7 @@ def main(args: argparse.Namespace) -> None:
     teacher, teacher_ckpt = load_classifier(args.teacher)
     check_same_data(teacher_ckpt, "teacher", args.dataset)
     teacher_id = teacher_identity(teacher, teacher_ckpt)
-    n_groups = len(teacher.group_channels)
+    n_groups = len(teacher.feature_info)
     if not -n_groups <= args.group < n_groups:
         raise UserError(f"--group {args.group}: the teacher ({teacher_ckpt['arch']}) has groups "
                         f"0..{n_groups - 1} (or -1 for the last)")
@@ -105,8 +105,7 @@ def main(args: argparse.Namespace) -> None:
         args.iters = max(1, round(args.epochs * steps_per_epoch))
     check_schedule(args)
     if args.kind == "cae":
-        with torch.no_grad():
-            size = teacher(sample_input(data))[1][args.group].shape[-2:]
+        size = group_shapes(teacher, input_size(data))[args.group][-2:]
         if any(d % 2 ** args.layers for d in size):
             raise UserError(f"--kind cae halves height and width {args.layers} time(s), so the "
                             f"teacher's group-{args.group} map ({size[0]}x{size[1]}) must be divisible "
@@ -119,7 +118,7 @@ def main(args: argparse.Namespace) -> None:
 
     # ---------------------------------------------------------------- networks
     torch.manual_seed(args.seed)
-    channels = teacher.group_channels[args.group]
+    channels = group_channels(teacher)[args.group]
     paraphraser = Paraphraser(channels, k=args.k, bn=args.bn, layers=args.layers,
                               kind="cae" if args.kind == "cae" else "conv").to(device)
     task = ParaphraserTraining(teacher.to(device), paraphraser, args.recon_loss, args.group,
@@ -151,7 +150,7 @@ def main(args: argparse.Namespace) -> None:
         info={"paraphraser_config": paraphraser.config, "paraphraser_kind": args.kind,
               "group": args.group, "dataset": args.dataset, "num_classes": data.num_classes,
               "teacher": {"arch": teacher_id["arch"], "fingerprint": teacher_id["fingerprint"],
-                          "group_channels": list(teacher.group_channels)}},
+                          "group_channels": group_channels(teacher)}},
         identity={"stage": "paraphraser", "dataset": args.dataset, "recipe": args.recipe, "iters": args.iters,
                   "seed": args.seed, **{k: paraphraser.config[k] for k in ("kind", "k", "layers", "bn")},
                   "group": args.group, "teacher": teacher_id},

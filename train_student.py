@@ -6,7 +6,7 @@
     python train_student.py --method at+kd --arch resnet20 --teacher runs/c10/teacher-resnet56-s0 \
         --out runs/c10/atkd-resnet20-s0
 
-Methods (`utils.methods.METHODS`): ce, kd, at, fact (F-ActT), ft, at+kd, ft+kd, ktan.
+Methods (`utils.distill.METHODS`): ce, kd, at, fact (F-ActT), ft, at+kd, ft+kd, ktan.
 Table 4's ablations are --no-paraphraser / --no-translator and paraphrasers trained
 with --layers 1|2; multi-group FT is --ft-groups all with one paraphraser per group.
 """
@@ -20,11 +20,13 @@ from models import build_model, check_model_name
 from utils.checkpoint import (check_same_data, load_classifier, load_paraphraser,
                               paraphraser_identity, teacher_identity)
 from utils.cli import add_data_args, add_run_args, add_schedule_args, check_positive, check_schedule, run_main
+from utils.distill import KD, METHODS, Frozen
+from utils.distill.at import FACT_REDUCTIONS
+from utils.distill.base import KD_FORMS
+from utils.distill.ft import FT_REDUCTIONS
 from utils.errors import UserError
-from utils.losses import FACT_REDUCTIONS, FT_REDUCTIONS, KD_FORMS
-from utils.methods import KD, METHODS, Frozen
 from utils.train import (Stage, classification_metrics, fit, load_training_data, open_run, resolve_device,
-                         sample_input)
+                         input_size)
 
 FT_METHODS = tuple(name for name, m in METHODS.items() if m.paraphraser)
 
@@ -151,7 +153,7 @@ def load_paraphrasers(args: argparse.Namespace, teacher, teacher_fingerprint: st
     """The paraphrasers of --paraphraser as (module, group, identity), checked to belong to this
     teacher (by the fingerprint of its weights) and data, and to cover the groups --ft-groups
     asks for, sorted by group."""
-    n_t = len(teacher.group_channels)
+    n_t = len(teacher.feature_info)
     loaded = []
     for path in args.paraphraser:
         paraphraser, ckpt = load_paraphraser(path)
@@ -207,7 +209,7 @@ def main(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     student = build_model(args.arch, data.num_classes)
     kd = KD(T=args.kd_T, alpha=args.kd_alpha, form=args.kd_form) if method.kd else None
-    frozen = Frozen(teacher, [(p, group) for p, group, _ in paraphrasers], sample=sample_input(data))
+    frozen = Frozen(teacher, [(p, group) for p, group, _ in paraphrasers], input_size(data))
     task, method_info = method.build(args, student, frozen, kd)
     task.to(device)
     info = {"arch": args.arch, "num_classes": data.num_classes, "dataset": args.dataset,

@@ -11,7 +11,7 @@ import torch
 from models import build_model, check_model_name
 from utils.cli import add_data_args, add_run_args, add_schedule_args, check_schedule, run_main
 from utils.errors import UserError
-from utils.methods import Classification
+from utils.distill.base import Classification
 from utils.train import Stage, classification_metrics, fit, load_training_data, open_run, resolve_device
 
 

@@ -1,5 +1,5 @@
 """Model registry: every network returns (logits, feats) and declares
-`group_channels`, `num_classes` and `arch` (its registry name), so a
+`feature_info` (models/features.py), `num_classes` and `arch` (its registry name), so a
 checkpoint can rebuild it with `build_model(arch, num_classes)`.
 
 MODELS' networks return as feats[-1] the map their classifier pools.  VARIANTS

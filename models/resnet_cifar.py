@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.features import feature_groups, group_channels
 from models.wide_resnet import init_weights
 
 
@@ -67,11 +68,11 @@ class CifarResNet(nn.Module):
         n = (depth - 2) // 6
         self.arch = f"resnet{depth}"
         self.num_classes = num_classes
-        self.group_channels = [16, 32, 64]
+        self.feature_info = feature_groups([16, 32, 64], [1, 2, 4])
         self.stem = nn.Sequential(
             nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
         groups, in_ch = [], 16
-        for i, ch in enumerate(self.group_channels):
+        for i, ch in enumerate(group_channels(self)):
             blocks = [BasicBlock(in_ch if j == 0 else ch, ch, 2 if (i > 0 and j == 0) else 1, shortcut)
                       for j in range(n)]
             groups.append(nn.Sequential(*blocks))

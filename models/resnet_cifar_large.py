@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.features import feature_groups
 from models.wide_resnet import init_weights
 
 
@@ -117,7 +118,7 @@ class CifarResNetLarge(nn.Module):
         self.arch = arch
         self.last_feature = last_feature
         self.num_classes = num_classes
-        self.group_channels = [c * block.expansion for c in (64, 128, 256, 512)]
+        self.feature_info = feature_groups([c * block.expansion for c in (64, 128, 256, 512)], [1, 2, 4, 8])
         self.stem = nn.Sequential(
             nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
         stages, in_ch = [], 64

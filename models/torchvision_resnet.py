@@ -18,6 +18,8 @@ import torch
 import torchvision
 from torch import nn
 
+from models.features import feature_groups
+
 from utils.errors import UserError
 
 TEACHER_SPEC_PREFIX = "torchvision:"
@@ -28,7 +30,8 @@ PRETRAINED = {"resnet18": "ResNet18_Weights.IMAGENET1K_V1", "resnet34": "ResNet3
 class TorchvisionResNet(nn.Module):
     """A torchvision ResNet whose forward also returns the four stage outputs."""
 
-    group_channels = [64, 128, 256, 512]  # BasicBlock widths (expansion 1)
+    # BasicBlock widths (expansion 1); the stem's stride-2 conv and max-pool reduce by 4
+    feature_info = feature_groups([64, 128, 256, 512], [4, 8, 16, 32])
 
     def __init__(self, arch: str, num_classes: int = 1000):
         super().__init__()

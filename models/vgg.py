@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.features import feature_groups
 from models.wide_resnet import init_weights
 
 VGG13_BLOCKS = [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]]
@@ -21,7 +22,8 @@ class VGG(nn.Module):
         super().__init__()
         self.arch = arch
         self.num_classes = num_classes
-        self.group_channels = [b[-1] for b in blocks]
+        # a 2x2 max-pool before every block but the first
+        self.feature_info = feature_groups([b[-1] for b in blocks], [2 ** i for i in range(len(blocks))])
         layers, in_ch = [], 3
         for widths in blocks:
             block = []

@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.features import feature_groups, group_channels
+
 
 def init_weights(model: nn.Module) -> None:
     """Kaiming-normal convs (fan_out, ReLU), BN weight 1 bias 0, zero linear bias."""
@@ -67,10 +69,10 @@ class WideResNet(nn.Module):
         n = (depth - 4) // 6
         self.arch = f"wrn_{depth}_{width}"
         self.num_classes = num_classes
-        self.group_channels = [16 * width, 32 * width, 64 * width]
+        self.feature_info = feature_groups([16 * width, 32 * width, 64 * width], [1, 2, 4])
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         groups, in_ch = [], 16
-        for i, ch in enumerate(self.group_channels):
+        for i, ch in enumerate(group_channels(self)):
             blocks = [PreActBlock(in_ch if j == 0 else ch, ch, 2 if (i > 0 and j == 0) else 1, dropout)
                       for j in range(n)]
             groups.append(nn.Sequential(*blocks))

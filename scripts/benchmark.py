@@ -12,7 +12,7 @@ One SGD step at batch 128 with augmentation, per stage:
 Ways of running the same networks with the same weights:
   (a) default   what `fit` runs with default flags (on the CPU: channels-last and folded
                 frozen BatchNorms, utils.perf.fast_paths): `train_batch` + `make_step` on
-                the tasks of utils/methods.py, with our CIFAR-10 configuration (BatchNorm in
+                the tasks of utils/distill/, with our CIFAR-10 configuration (BatchNorm in
                 the paraphraser and translator)
   (a') default, authors' configuration: the same without BatchNorm in the paraphraser and
                 translator, as in the authors' release (paraphraser and student stages)
@@ -47,7 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.reference_pipeline import (AUTHORS_SCRIPTS, BETA, LR, MOMENTUM, WD, RemoteVariant,  # noqa: E402
                                         bench_data, build_networks, synchronize)
-from utils import methods, perf  # noqa: E402
+from utils import perf  # noqa: E402
+from utils.distill.base import Classification, Task  # noqa: E402
+from utils.distill.ft import FactorTransfer, Link  # noqa: E402
+from utils.distill.paraphrase import ParaphraserTraining  # noqa: E402
 from utils.data import BatchSampler, train_batch  # noqa: E402
 from utils.train import add_to_window, make_step, resolve_device  # noqa: E402
 
@@ -110,16 +113,16 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 # ============================================================================ ours
 
-def build_task(stage: str, nets: dict) -> methods.Task:
+def build_task(stage: str, nets: dict) -> Task:
     """The task `fit` would train for this stage, on copies of `nets`."""
     n = {k: copy.deepcopy(v) for k, v in nets.items()}
     if stage == "teacher":
-        return methods.Classification(n["teacher"])
+        return Classification(n["teacher"])
     if stage == "ce":
-        return methods.Classification(n["student"])
+        return Classification(n["student"])
     if stage == "paraphraser":
-        return methods.ParaphraserTraining(n["teacher"], n["paraphraser"])
-    return methods.FactorTransfer(n["student"], n["translator"], n["teacher"], n["paraphraser"], beta=BETA)
+        return ParaphraserTraining(n["teacher"], n["paraphraser"])
+    return FactorTransfer(n["student"], n["teacher"], Link(n["translator"], n["paraphraser"]), beta=BETA)
 
 
 def default_flags(stage: str, device: torch.device) -> frozenset:

@@ -433,7 +433,7 @@ except Exception as exc:
     info["torchvision"] = f"unavailable: {exc}"
 # the student methods and what each needs, from train_student.py's registry
 sys.path.insert(0, os.getcwd())
-from utils.methods import METHODS
+from utils.distill import METHODS
 info["methods"] = {name: {"teacher": m.teacher, "paraphraser": m.paraphraser} for name, m in METHODS.items()}
 device = sys.argv[1]
 if info["cuda_available"]:
@@ -753,7 +753,7 @@ class Check:
         return [*argv, *extra]
 
     def needs(self, method: str) -> list[str]:
-        """The default/ runs a student method needs, from utils.methods.METHODS (read by the
+        """The default/ runs a student method needs, from utils.distill.METHODS (read by the
         environment probe); a name not there needs a teacher (and fails as an unknown method)."""
         spec = self.environment.get("methods", {}).get(method, {"teacher": True, "paraphraser": False})
         return ["default/teacher"] * spec["teacher"] + ["default/paraphraser"] * spec["paraphraser"]
@@ -1308,7 +1308,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "folders, or auto: data/cifar10-jpeg.tar.gz under the repository when present, "
                              "else synthetic (default: auto)")
     parser.add_argument("--methods", default=None,
-                        help="comma list of student methods (default: every one in utils.methods.METHODS)")
+                        help="comma list of student methods (default: every one in utils.distill.METHODS)")
     parser.add_argument("--only", default=None, help=f"comma list of check groups ({','.join(GROUPS)}); "
                         "the default teacher and paraphraser are trained when a selected check needs them")
     parser.add_argument("--iters", type=int, default=None, help="iterations of each default/ and fast/ run (cuda: 300)")

@@ -51,8 +51,7 @@ from paraphraser import Paraphraser, bn_default  # noqa: E402
 from train_paraphraser import RAE_K, split_holdout  # noqa: E402
 from utils.checkpoint import load_classifier  # noqa: E402
 from utils.data import load_data  # noqa: E402
-from utils.losses import reconstruction_loss  # noqa: E402
-from utils.methods import ParaphraserTraining  # noqa: E402
+from utils.distill.paraphrase import ParaphraserTraining, reconstruction_loss  # noqa: E402
 
 DEFAULT_LAMBDAS = (0.0, 1e-4, 0.03, 0.1, 1.0)  # 0.1, 0.03: the defaults with / without BN
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.methods import METHODS
+from utils.distill import METHODS
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "device_check.sh"

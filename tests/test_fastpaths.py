@@ -20,7 +20,9 @@ from scripts import benchmark
 from scripts import reference_pipeline as ref_pipe
 from translator import Translator
 from utils.data import BatchSampler, train_batch
-from utils.methods import Classification, FactorTransfer, ParaphraserTraining
+from utils.distill.base import Classification
+from utils.distill.ft import FactorTransfer, Link
+from utils.distill.paraphrase import ParaphraserTraining
 from utils import perf
 from utils.train import make_step
 
@@ -47,7 +49,7 @@ def tiny_ft_task(seed: int = 0) -> FactorTransfer:
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
-    return FactorTransfer(student, Translator(64, paraphraser.factor_channels), teacher, paraphraser.eval())
+    return FactorTransfer(student, teacher, Link(Translator(64, paraphraser.factor_channels), paraphraser.eval()))
 
 
 def short_run(amp: str = "none", channels_last: bool = False, steps: int = 8,
@@ -171,8 +173,8 @@ def one_step(stage: str, x, y, fast: bool) -> tuple[dict, dict]:
     elif stage == "paraphraser":
         task = ParaphraserTraining(teacher, paraphraser)
     else:
-        task = FactorTransfer(CifarResNet(20), Translator(64, paraphraser.factor_channels), teacher,
-                              paraphraser.eval())
+        task = FactorTransfer(CifarResNet(20), teacher,
+                              Link(Translator(64, paraphraser.factor_channels), paraphraser.eval()))
     perf.prepare_task(task, CPU, fold_bn=fast, channels_last=fast)
     task.train()
     if fast:

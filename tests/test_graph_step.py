@@ -13,7 +13,7 @@ from models.resnet_cifar import CifarResNet
 from paraphraser import Paraphraser
 from translator import Translator
 from utils import perf
-from utils.methods import FactorTransfer
+from utils.distill.ft import FactorTransfer, Link
 from utils.train import Interrupted, make_step
 
 CPU = torch.device("cpu")
@@ -22,7 +22,7 @@ CPU = torch.device("cpu")
 def ft_task() -> FactorTransfer:
     torch.manual_seed(0)
     paraphraser = Paraphraser(64, 0.5).eval()
-    return FactorTransfer(CifarResNet(8), Translator(64, paraphraser.factor_channels), CifarResNet(8), paraphraser)
+    return FactorTransfer(CifarResNet(8), CifarResNet(8), Link(Translator(64, paraphraser.factor_channels), paraphraser))
 
 
 def trajectory(graphed: bool, steps: int = 6, milestone: int = 3):

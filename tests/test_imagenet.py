@@ -21,6 +21,7 @@ from torch import nn
 
 import utils.imagenet as imagenet
 from models import MODELS, build_model, model_names
+from models.features import group_channels
 from models.torchvision_resnet import load_teacher_spec, load_torchvision_pretrained
 from utils import distributed
 from utils.errors import UserError
@@ -49,7 +50,7 @@ def test_torchvision_wrappers(name):
     assert name in MODELS and name in model_names()
     torch.manual_seed(0)
     model = build_model(name, 10).eval()
-    assert (model.arch, model.num_classes, model.group_channels) == (name, 10, [64, 128, 256, 512])
+    assert (model.arch, model.num_classes, group_channels(model)) == (name, 10, [64, 128, 256, 512])
     x = torch.randn(2, 3, 64, 64)
     logits, feats = model(x)
     assert logits.shape == (2, 10)

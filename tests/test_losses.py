@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from paraphraser import Paraphraser, load_official_paraphraser
-from utils.losses import (activation_transfer_loss, adversarial_loss, attention_map, attention_transfer_loss,
-                          discriminator_loss, factor_l1_penalty, factor_transfer_loss, feature_matching_loss,
-                          kd_loss, reconstruction_loss)
-from utils.methods import KD, ActivationTransfer, AttentionTransfer, Distillation, ParaphraserTraining
+from utils.distill.at import (ActivationTransfer, AttentionTransfer, activation_transfer_loss, attention_map,
+                              attention_transfer_loss)
+from utils.distill.base import KD, Distillation, kd_loss
+from utils.distill.ft import factor_transfer_loss
+from utils.distill.ktan import adversarial_loss, discriminator_loss, feature_matching_loss
+from utils.distill.paraphrase import ParaphraserTraining, factor_l1_penalty, reconstruction_loss
 
 
 def close(a, b, tol=1e-6):

@@ -12,8 +12,11 @@ from models import build_model
 from paraphraser import Paraphraser
 from translator import Translator
 from utils.errors import UserError
-from utils.methods import (KD, METHODS, FeatureDiscriminator, Frozen, pair_groups, probe_features,
-                           student_group_for)
+from models.features import group_shapes
+from utils.distill import KD, METHODS, Frozen
+from utils.distill.at import pair_groups
+from utils.distill.base import student_group_for
+from utils.distill.ktan import FeatureDiscriminator
 from utils.train import Interrupted
 
 # The loss parts each method logs (metrics.jsonl "loss_<part>").
@@ -66,9 +69,8 @@ def test_cae_factor_and_translator_shapes():
 
 def test_student_group_for_vgg13_under_wrn():
     """Table 1's VGG-13 (blocks 32, 16, 8, 4, 2 px) under a WRN (last group 8x8): block 2."""
-    x = torch.rand(1, 3, 32, 32)
-    shapes_s = [f.shape[1:] for f in probe_features(build_model("vgg13", 10), x)]
-    shapes_t = [f.shape[1:] for f in probe_features(build_model("wrn_16_1", 10), x)]
+    shapes_s = group_shapes(build_model("vgg13", 10), (32, 32))
+    shapes_t = group_shapes(build_model("wrn_16_1", 10), (32, 32))
     assert [s[-1] for s in shapes_s] == [32, 16, 8, 4, 2]
     assert student_group_for(shapes_s, -1, shapes_t[-1][-2:]) == 2
     assert student_group_for(shapes_s, 1, shapes_t[1][-2:]) == 1      # sizes agree: kept
@@ -88,8 +90,7 @@ def test_pair_groups_in_order_needs_equal_sizes():
 def _build(method, *extra, student="resnet20", teacher="resnet20", paraphrasers=()):
     torch.manual_seed(0)
     args = student_args(method, *extra)
-    frozen = Frozen(build_model(teacher, 10).eval().requires_grad_(False), list(paraphrasers),
-                    torch.randn(1, 3, 32, 32))
+    frozen = Frozen(build_model(teacher, 10).eval().requires_grad_(False), list(paraphrasers), (32, 32))
     kd = KD(args.kd_T, args.kd_alpha) if METHODS[method].kd else None
     return METHODS[method].build(args, build_model(student, 10), frozen, kd)[0]
 
@@ -137,7 +138,7 @@ def test_ft_on_every_group_has_a_translator_per_group():
 
 def test_vgg13_student_uses_the_8x8_block_for_ft_and_ktan(capsys):
     task = _build("ft", student="vgg13", teacher="wrn_16_1", paraphrasers=[(_frozen_paraphraser(), -1)])
-    assert task.student_groups == [2] and task.groups == [2]
+    assert [(link.student_group, link.teacher_group) for link in task.links] == [(2, 2)]
     assert "student group 2" in capsys.readouterr().err
     assert task.translator.config["student_channels"] == 256
     ktan = _build("ktan", student="vgg13", teacher="wrn_16_1")

@@ -160,7 +160,7 @@ def test_scale_knobs_reach_the_commands(tmp_path):
 
 # ----------------------------------------------------------------------------- loss and data
 def test_unit_l2_reconstruction_loss_is_mmrazors_l2loss():
-    from utils.losses import reconstruction_loss
+    from utils.distill.paraphrase import reconstruction_loss
 
     torch.manual_seed(0)
     x, rec = torch.randn(4, 8, 3, 3) * 5, torch.randn(4, 8, 3, 3)

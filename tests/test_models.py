@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from models import MODELS, build_model, model_names
+from models import MODELS, VARIANTS, build_model, model_names
+from models.features import group_channels, group_shapes
 from models.summary import count_macs, count_params
 
 # Paper's figures in millions of parameters, 10 classes (the FT paper's tables and the AT paper's), with
@@ -34,6 +35,14 @@ def _forward(name: str, num_classes: int):
     return model, logits, feats
 
 
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_variants_declare_their_group_shapes(name):
+    model = build_model(name, 10).eval()
+    with torch.no_grad():
+        feats = model(torch.randn(1, 3, 32, 32))[1]
+    assert [tuple(f.shape[1:]) for f in feats] == group_shapes(model, (32, 32))
+
+
 def test_registry_names():
     assert model_names() == list(MODELS)
     for name in MODELS:
@@ -46,10 +55,10 @@ def test_registry_names():
 def test_forward_contract_and_gradients(name, num_classes):
     model, logits, feats = _forward(name, num_classes)
     assert logits.shape == (2, num_classes)
-    assert isinstance(feats, list) and len(feats) == len(model.group_channels)
-    for f, ch in zip(feats, model.group_channels):
-        assert f.shape[0] == 2 and f.shape[1] == ch
-        assert torch.isfinite(f).all()
+    # the declared feature_info gives each group's shape without a forward pass
+    assert isinstance(feats, list) and [tuple(f.shape[1:]) for f in feats] == group_shapes(model, (32, 32))
+    for f in feats:
+        assert f.shape[0] == 2 and torch.isfinite(f).all()
     assert torch.isfinite(logits).all()
     # The last feature is the input to the final pooling: the classifier
     # sees exactly its spatial mean.
@@ -112,7 +121,7 @@ def test_mac_counts(name, published):
 
 def test_wrn_pattern_and_errors():
     model = build_model("wrn_28_10", 10)
-    assert model.arch == "wrn_28_10" and model.group_channels == [160, 320, 640]
+    assert model.arch == "wrn_28_10" and group_channels(model) == [160, 320, 640]
     with pytest.raises(ValueError, match="valid"):
         build_model("resnet19", 10)
     with pytest.raises(ValueError, match="6n\\+4"):

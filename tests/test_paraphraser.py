@@ -6,7 +6,7 @@ from torch import nn
 
 from paraphraser import Paraphraser, factor_channels, load_official_paraphraser
 from translator import Translator
-from utils.losses import factor_transfer_loss
+from utils.distill.ft import factor_transfer_loss
 
 
 def convs(module):

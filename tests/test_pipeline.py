@@ -8,7 +8,7 @@ import torch
 import train_paraphraser
 import train_student
 import train_teacher
-from utils.methods import FactorTransfer
+from utils.distill.ft import FactorTransfer, Link
 from utils.run import RunDir
 
 
@@ -155,7 +155,7 @@ def test_frozen_parts_stay_frozen(stages):
     paraphraser, _ = load_paraphraser(root / "para")
     before = {k: v.clone() for k, v in {**teacher.state_dict(), **paraphraser.state_dict()}.items()}
     student = build_model("resnet20", 10)
-    task = FactorTransfer(student, Translator(64, 32), teacher, paraphraser).train()
+    task = FactorTransfer(student, teacher, Link(Translator(64, 32), paraphraser)).train()
     assert not teacher.training and not paraphraser.training and student.training
     optimizer = torch.optim.SGD([p for m in task.trainable().values() for p in m.parameters()], lr=0.1)
     _, losses = task(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))

@@ -11,8 +11,7 @@ from torch import nn
 import train_paraphraser
 from helpers import run_cli, tiny_runs  # noqa: F401  (tiny_runs: a pytest fixture)
 from paraphraser import Paraphraser
-from utils.losses import factor_l1_penalty, reconstruction_loss
-from utils.methods import ParaphraserTraining
+from utils.distill.paraphrase import ParaphraserTraining, factor_l1_penalty, reconstruction_loss
 
 
 def parsed(*flags):

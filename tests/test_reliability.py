@@ -232,10 +232,10 @@ def test_truncated_run_checkpoint_is_reported_and_kept(tiny_args, tmp_path, caps
 
 
 def test_nan_loss_stops_with_iteration_and_part_and_keeps_last_good(tiny_args, tmp_path, monkeypatch):
-    from utils import methods
+    from utils.distill import base
 
     calls = {"n": 0}
-    original = methods.Classification.forward
+    original = base.Classification.forward
 
     def poisoned(self, x, y):
         logits, losses = original(self, x, y)
@@ -244,7 +244,7 @@ def test_nan_loss_stops_with_iteration_and_part_and_keeps_last_good(tiny_args, t
             losses["ce"] = losses["ce"] * float("nan")
         return logits, losses
 
-    monkeypatch.setattr(methods.Classification, "forward", poisoned)
+    monkeypatch.setattr(base.Classification, "forward", poisoned)
     argv = tiny_args(tmp_path / "r", "--method", "ce", "--iters", "6")
     with pytest.raises(TrainingDiverged, match=r"iteration 3 \(parts: ce\)"):
         train_student.main(train_student.get_args_parser().parse_args(argv))

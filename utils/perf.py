@@ -105,7 +105,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def fold_frozen_batchnorm(task: nn.Module) -> None:
-    """`fold_batchnorm` on each frozen network of a task (utils.methods.Task), in place, so
+    """`fold_batchnorm` on each frozen network of a task (utils.distill.base.Task), in place, so
     that every reference the task holds to them sees the folded network."""
     for name in getattr(task, "_frozen_names", []):
         fold_batchnorm(getattr(task, name))

@@ -197,9 +197,9 @@ def fit(stage: Stage, data, run: RunDir, args) -> dict:
         run.close()
 
 
-def sample_input(data) -> torch.Tensor:
-    """One normalized test image on the CPU, to check shapes before training."""
-    return next(data.val_batches(1))[0][:1].cpu()
+def input_size(data) -> tuple[int, int]:
+    """The height and width of the images the networks are given (shapes follow from it)."""
+    return tuple(next(data.val_batches(1))[0].shape[-2:])
 
 
 def _fit(stage: Stage, data, run: RunDir, args) -> dict:
