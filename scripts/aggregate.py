@@ -104,7 +104,8 @@ def place(run: Run) -> None:
     if teacher and teacher["recipe"] != r["recipe"]:
         run.setting["teacher.recipe"] = teacher["recipe"]
     if teacher and teacher["iters"] is None:  # published weights (--teacher torchvision:NAME), no run
-        run.setting["teacher.weights"] = a["teacher"]  # never averaged with a teacher trained here
+        # never averaged with a teacher trained here (records before "source" name it in args)
+        run.setting["teacher.weights"] = teacher.get("source") or a["teacher"]
     for key in ("kind", "k", "layers", "bn", "group", "iters"):
         values = [p.get(key) for p in paras]
         if len(set(values)) > 1:

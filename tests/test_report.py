@@ -415,7 +415,8 @@ def test_backfill_gives_old_folders_the_record_of_today(tmp_path, monkeypatch):
 
     written, problems = backfill_run_records.backfill(root)
     assert sorted(written) == sorted((t, p, ft, ce)) and len(problems) == 1 and "elsewhere" in problems[0]
-    teacher_id = {"arch": "resnet56", "iters": 800, "seed": 0, "recipe": "paper", "fingerprint": fingerprint(model)}
+    teacher_id = {"arch": "resnet56", "iters": 800, "seed": 0, "recipe": "paper", "fingerprint": fingerprint(model),
+                  "source": None}
     para_id = {"kind": "conv", "k": 0.5, "layers": 3, "bn": True, "group": -1, "iters": 11700, "seed": 0,
                "fingerprint": fingerprint(paraphraser)}
     wants[p]["teacher"], wants[ft]["teacher"], wants[ft]["paraphrasers"] = teacher_id, teacher_id, [para_id]

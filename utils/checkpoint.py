@@ -91,7 +91,8 @@ def teacher_identity(model: nn.Module, ckpt: dict) -> dict:
     """What a teacher run is, for a student's or paraphraser's record (final.json "run")."""
     args = ckpt.get("args") or {}
     return {"arch": ckpt.get("arch"), "iters": args.get("iters"), "seed": args.get("seed"),
-            "recipe": args.get("recipe", "paper"), "fingerprint": fingerprint(model)}
+            "recipe": args.get("recipe", "paper"), "fingerprint": fingerprint(model),
+            "source": ckpt.get("source")}  # published weights (torchvision:NAME), else None
 
 
 def paraphraser_identity(model: nn.Module, ckpt: dict) -> dict:
