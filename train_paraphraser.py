@@ -13,8 +13,8 @@ from models.features import group_channels, group_shapes
 from paraphraser import KINDS, Paraphraser, bn_default
 from utils import distributed
 from utils.checkpoint import check_same_data, load_classifier, teacher_identity
-from utils.cli import (add_data_args, add_run_args, add_schedule_args, apply_recipe, check_positive,
-                       check_schedule, run_main)
+from utils.cli import (add_data_args, add_run_args, add_schedule_args, add_teacher_data_arg, apply_recipe,
+                       check_positive, check_schedule, run_main)
 from utils.data import balanced_subset
 from utils.distill.paraphrase import RECON_LOSSES, ParaphraserTraining, reconstruction_loss
 from utils.errors import UserError
@@ -35,6 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Factor Transfer, stage 2: train a paraphraser (autoencoder) on the frozen "
                     "teacher's last-group feature map; its encoder output is the teacher factor.")
     parser.add_argument("--teacher", required=True, help="teacher run folder or checkpoint file")
+    add_teacher_data_arg(parser)
     parser.add_argument("--k", type=float, default=None,
                         help="paraphrase rate k: factor channels = round(k * C_teacher) (default: 0.5; "
                              "2 with --kind rae, which accepts no other k)")
@@ -82,7 +83,7 @@ def main(args: argparse.Namespace) -> None:
     if args.kind == "rae" and args.rae_lambda <= 0:
         raise UserError("--rae-lambda must be positive for --kind rae")
     teacher, teacher_ckpt = load_classifier(args.teacher)
-    check_same_data(teacher_ckpt, "teacher", args.dataset)
+    check_same_data(teacher_ckpt, "teacher", args.dataset, args.teacher_data_copy)
     teacher_id = teacher_identity(teacher, teacher_ckpt)
     n_groups = len(teacher.feature_info)
     if not -n_groups <= args.group < n_groups:

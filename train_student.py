@@ -19,7 +19,8 @@ import torch
 from models import build_model, check_model_name
 from utils.checkpoint import (check_same_data, load_classifier, load_paraphraser,
                               paraphraser_identity, teacher_identity)
-from utils.cli import add_data_args, add_run_args, add_schedule_args, check_positive, check_schedule, run_main
+from utils.cli import (add_data_args, add_run_args, add_schedule_args, add_teacher_data_arg, check_positive,
+                       check_schedule, run_main)
 from utils.distill import KD, METHODS, Frozen
 from utils.distill.at import FACT_REDUCTIONS
 from utils.distill.base import KD_FORMS
@@ -40,6 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arch", default="resnet20",
                         help="student network (models.MODELS, models.VARIANTS or wrn_D_W) (default: resnet20)")
     parser.add_argument("--teacher", help="teacher run folder or checkpoint (every method but ce)")
+    add_teacher_data_arg(parser)
     parser.add_argument("--paraphraser", nargs="+", metavar="RUN",
                         help="paraphraser run folder(s) or checkpoint(s) of train_paraphraser.py for "
                              "this teacher (ft, ft+kd): one for --ft-groups last, one per teacher group "
@@ -157,7 +159,7 @@ def load_paraphrasers(args: argparse.Namespace, teacher, teacher_fingerprint: st
     loaded = []
     for path in args.paraphraser:
         paraphraser, ckpt = load_paraphraser(path)
-        check_same_data(ckpt, "paraphraser", args.dataset)
+        check_same_data(ckpt, "paraphraser", args.dataset, args.teacher_data_copy)
         if ckpt["teacher"]["fingerprint"] != teacher_fingerprint:
             raise UserError(f"--paraphraser {path} was trained on another teacher "
                             f"({ckpt['teacher']['arch']}, weights differ from --teacher "
@@ -188,7 +190,7 @@ def main(args: argparse.Namespace) -> None:
     teacher, teacher_id, paraphrasers = None, None, []
     if method.teacher:
         teacher, teacher_ckpt = load_classifier(args.teacher)
-        check_same_data(teacher_ckpt, "teacher", args.dataset)
+        check_same_data(teacher_ckpt, "teacher", args.dataset, args.teacher_data_copy)
         teacher_id = teacher_identity(teacher, teacher_ckpt)
     if method.paraphraser and not args.no_paraphraser:
         paraphrasers = load_paraphrasers(args, teacher, teacher_id["fingerprint"])

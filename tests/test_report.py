@@ -60,10 +60,10 @@ def teacher_identity(teacher_dir) -> dict:
     """What train_student.py and train_paraphraser.py record of their --teacher."""
     if str(teacher_dir).startswith(PRETRAINED):  # published weights: no run, no schedule
         return {"arch": str(teacher_dir)[len(PRETRAINED):], "iters": None, "seed": None, "recipe": "paper",
-                "fingerprint": fingerprint(teacher_dir)}
+                "fingerprint": fingerprint(teacher_dir), "dataset": "imagenet", "source": str(teacher_dir)}
     r = record_of(teacher_dir)
     return {"arch": r["arch"], "iters": r["iters"], "seed": r["seed"], "recipe": r["recipe"],
-            "fingerprint": fingerprint(teacher_dir)}
+            "fingerprint": fingerprint(teacher_dir), "dataset": r["dataset"], "source": None}
 
 
 def paraphraser_identity(para_dir) -> dict:
@@ -416,7 +416,7 @@ def test_backfill_gives_old_folders_the_record_of_today(tmp_path, monkeypatch):
     written, problems = backfill_run_records.backfill(root)
     assert sorted(written) == sorted((t, p, ft, ce)) and len(problems) == 1 and "elsewhere" in problems[0]
     teacher_id = {"arch": "resnet56", "iters": 800, "seed": 0, "recipe": "paper", "fingerprint": fingerprint(model),
-                  "source": None}
+                  "dataset": "cifar10", "source": None}
     para_id = {"kind": "conv", "k": 0.5, "layers": 3, "bn": True, "group": -1, "iters": 11700, "seed": 0,
                "fingerprint": fingerprint(paraphraser)}
     wants[p]["teacher"], wants[ft]["teacher"], wants[ft]["paraphrasers"] = teacher_id, teacher_id, [para_id]

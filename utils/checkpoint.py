@@ -8,6 +8,7 @@ paraphraser configuration) so no other file is needed.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import torch
@@ -92,7 +93,7 @@ def teacher_identity(model: nn.Module, ckpt: dict) -> dict:
     args = ckpt.get("args") or {}
     return {"arch": ckpt.get("arch"), "iters": args.get("iters"), "seed": args.get("seed"),
             "recipe": args.get("recipe", "paper"), "fingerprint": fingerprint(model),
-            "source": ckpt.get("source")}  # published weights (torchvision:NAME), else None
+            "dataset": ckpt.get("dataset"), "source": ckpt.get("source")}  # published weights (torchvision:NAME), else None
 
 
 def paraphraser_identity(model: nn.Module, ckpt: dict) -> dict:
@@ -103,8 +104,15 @@ def paraphraser_identity(model: nn.Module, ckpt: dict) -> dict:
             "fingerprint": fingerprint(model)}
 
 
-def check_same_data(ckpt: dict, what: str, dataset: str) -> None:
-    """A teacher (or paraphraser) trained on other data cannot teach this student."""
-    if ckpt["dataset"] != dataset:
-        raise UserError(f"--{what} was trained on {ckpt['dataset']} but this run uses --dataset "
-                        f"{dataset}; pass a {what} trained on {dataset}")
+def check_same_data(ckpt: dict, what: str, dataset: str, other_copy: bool = False) -> None:
+    """A teacher (or paraphraser) trained on other data cannot teach this student, unless the
+    user says the two are copies of the same images (`other_copy`, --teacher-data-copy)."""
+    if ckpt["dataset"] == dataset:
+        return
+    if other_copy:
+        print(f"note: --{what} was trained on --dataset {ckpt['dataset']}, this run uses {dataset} "
+              f"(--teacher-data-copy)", file=sys.stderr)
+        return
+    raise UserError(f"--{what} was trained on {ckpt['dataset']} but this run uses --dataset "
+                    f"{dataset}; pass a {what} trained on {dataset}, or --teacher-data-copy if the "
+                    f"two are copies of the same images (e.g. the CIFAR-10 JPEG folder and torchvision's)")

@@ -9,6 +9,14 @@ from utils.data import DATASETS, NORM_STATS, PAD_MODES
 from utils.errors import UserError
 
 
+def add_teacher_data_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher-data-copy", action="store_true",
+                        help="let a teacher (and paraphraser) trained on another copy of this run's "
+                             "images teach, e.g. one trained on the CIFAR-10 JPEG folder teaching on "
+                             "torchvision's CIFAR-10 (JPEG changes pixels by a few levels); the class "
+                             "count must still agree (default: the same --dataset only)")
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     g.add_argument("--dataset", default="cifar10", choices=(*DATASETS, "imagenet"),

@@ -1,0 +1,87 @@
+"""What scripts/demo.sh prints: the student alone and with FT over seeds, their per-seed
+difference with its 95 % t-interval, the teacher's error on the same test images, and the
+paper's Table 1 numbers for ResNet-56 -> ResNet-20.
+
+    python scripts/demo_summary.py runs/demo --teacher results/shipped/teacher-resnet56 --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from aggregate import t_interval  # noqa: E402
+from paper import PAPER_T1, pretty  # noqa: E402
+from utils.checkpoint import load_classifier  # noqa: E402
+from utils.cli import run_main  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from utils.train import classification_metrics, load_training_data, resolve_device  # noqa: E402
+
+METHODS = (("ce", "student ResNet-20 alone"), ("ft", "student ResNet-20 + FT"))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, help="the demo's folder (ce-resnet20-sS, ft-resnet20-sS)")
+    parser.add_argument("--teacher", required=True, help="the teacher run folder the FT students used")
+    parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    return parser
+
+
+def read_final(folder: Path) -> dict:
+    path = folder / "final.json"
+    if not path.exists():
+        raise UserError(f"{path} is missing; re-run scripts/demo.sh to finish the run")
+    return json.loads(path.read_text())
+
+
+def teacher_error(teacher: str, student_args: dict) -> tuple[str, float]:
+    """The teacher's network and its top-1 test error (%) on the students' test images."""
+    model, ckpt = load_classifier(teacher)
+    args = argparse.Namespace(**student_args)
+    data = load_training_data(args, resolve_device(args.device))
+    return ckpt["arch"], classification_metrics(model.to(data.device), data, args.eval_batch_size)["test_error"]
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = f" +- {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.2f}{sd} (n={len(values)})"
+
+
+def main(args: argparse.Namespace) -> None:
+    finals = {m: [read_final(args.out / f"{m}-resnet20-s{s}") for s in args.seeds] for m, _ in METHODS}
+    errors = {m: [f["test_error_last"] for f in finals[m]] for m in finals}
+    student_args = json.loads((args.out / f"ft-resnet20-s{args.seeds[0]}" / "args.json").read_text())["args"]
+    paper = dict(zip(("student", "at", "kd", "ft", "at+kd", "ft+kd", "teacher"), PAPER_T1[("resnet20", "resnet56")]))
+    wall = sum(f["wall_time_s"] for fs in finals.values() for f in fs)
+    test = f"{student_args['test_subset']:,}" if student_args["test_subset"] else "all 10,000"
+
+    print(f"\nResNet-56 -> ResNet-20, {student_args['dataset']} ({student_args['data_root']}), "
+          f"{student_args['iters']} student iterations (batch {student_args['batch_size']}), test images: "
+          f"{test}, seeds {' '.join(map(str, args.seeds))}")
+    print(f"{'':<26} {'test error %':>22} {'paper (64,000 it.)':>19}")
+    arch, error = teacher_error(args.teacher, student_args)
+    print(f"{'teacher ' + pretty(arch):<26} {error:>22.2f} {paper['teacher']:>19.2f}")
+    for method, name in METHODS:
+        print(f"{name:<26} {mean_sd(errors[method]):>22} {paper['student' if method == 'ce' else 'ft']:>19.2f}")
+    diffs = [ft - ce for ft, ce in zip(errors["ft"], errors["ce"])]
+    mean, _, half = t_interval(diffs)
+    interval = f", 95% t-interval [{mean - half:+.2f}, {mean + half:+.2f}]" if half is not None else ""
+    print(f"FT - alone, per seed: {', '.join(f'{d:+.2f}' for d in diffs)}; mean {mean:+.2f}{interval} "
+          f"(paper: {paper['ft'] - paper['student']:+.2f})")
+    if len(diffs) > 1:
+        spread = max(statistics.stdev(errors[m]) for m in errors)
+        verdict = "yes" if mean < 0 and -mean > spread else "no"
+        print(f"FT lower than the student alone by more than the seeds' spread (largest sd {spread:.2f}): {verdict}")
+    print(f"student training time: {wall / 60:.1f} min in all")
+
+
+if __name__ == "__main__":
+    run_main(main, get_args_parser())
