@@ -13,8 +13,9 @@
 # without JPEG's rounding) and the summary gives the teacher's error on those images.
 #
 # Environment:
-#   TEACHER=shipped (default) | train   train: the teacher (TEACHER_ITERS, default 2000)
-#                                       and its paraphraser (PARA_ITERS, 400) first
+#   TEACHER=auto (default: shipped when results/shipped/ holds them, else train)
+#         | shipped | train             train: the teacher (TEACHER_ITERS, default 1600)
+#                                       and its paraphraser (PARA_ITERS, 60) first, here
 #   SEEDS ("0 1 2"), STUDENT_ITERS (300), TEST_SUBSET (all), OUT (runs/demo), DEVICE (auto),
 #   DATA_ROOT (./data, for torchvision), EXTRA_ARGS (added to every training command)
 #   SHIPPED_TEACHER, SHIPPED_PARAPHRASER   other shipped folders (default results/shipped/...)
@@ -36,24 +37,31 @@ common=("${data[@]}" ${TEST_SUBSET:+--test-subset "$TEST_SUBSET"} --device "${DE
         ${EXTRA_ARGS:-})
 student_iters=${STUDENT_ITERS:-300}
 
-case ${TEACHER:-shipped} in
+shipped_teacher=${SHIPPED_TEACHER:-results/shipped/teacher-resnet56}
+shipped_para=${SHIPPED_PARAPHRASER:-results/shipped/para-resnet56-k0.5}
+mode=${TEACHER:-auto}
+if [ "$mode" = auto ]; then
+    mode=train
+    if [ -f "$shipped_teacher/checkpoint.pt" ] && [ -f "$shipped_para/checkpoint.pt" ]; then mode=shipped; fi
+    echo "demo.sh: TEACHER=$mode" >&2
+fi
+case $mode in
 shipped)
-    teacher=${SHIPPED_TEACHER:-results/shipped/teacher-resnet56}
-    para=${SHIPPED_PARAPHRASER:-results/shipped/para-resnet56-k0.5}
+    teacher=$shipped_teacher para=$shipped_para
     for run in "$teacher" "$para"; do
         [ -f "$run/checkpoint.pt" ] || { echo "demo.sh: $run/checkpoint.pt is missing; run TEACHER=train bash scripts/demo.sh" >&2; exit 2; }
     done
     ;;
 train)
     teacher=$out/teacher-resnet56 para=$out/para-resnet56-k0.5 copy=()
-    teacher_iters=${TEACHER_ITERS:-2000} para_iters=${PARA_ITERS:-400}
+    teacher_iters=${TEACHER_ITERS:-1600} para_iters=${PARA_ITERS:-60}
     python train_teacher.py "${common[@]}" --arch resnet56 --iters "$teacher_iters" \
         --eval-every "$teacher_iters" --out "$teacher" > /dev/null
     python train_paraphraser.py "${common[@]}" --teacher "$teacher" --k 0.5 \
         --iters "$para_iters" --eval-every "$para_iters" --out "$para" > /dev/null
     ;;
 *)
-    echo "demo.sh: TEACHER must be shipped or train, got '$TEACHER'" >&2; exit 2 ;;
+    echo "demo.sh: TEACHER must be auto, shipped or train, got '$mode'" >&2; exit 2 ;;
 esac
 
 for seed in ${SEEDS:-0 1 2}; do

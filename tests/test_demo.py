@@ -26,11 +26,6 @@ sys.path.insert(0, str(REPO / "scripts"))
 import ship_run  # noqa: E402
 
 
-def ship(run: Path, dest: Path, capsys) -> None:
-    code, err = run_cli(ship_run, [str(run), str(dest)], capsys)
-    assert code == 0, err
-
-
 @pytest.fixture(scope="module")
 def shipped(tiny_runs, tmp_path_factory):
     """The tiny teacher and paraphraser, shipped the way results/shipped/ is."""
@@ -167,15 +162,18 @@ def test_demo_on_torchvision_cifar10_with_the_shipped_teacher(shipped, torchvisi
     assert args["dataset"] == "cifar10" and args["teacher_data_copy"] is True
 
 
-def test_demo_trains_its_own_teacher_when_asked(tiny_folder, tmp_path):
-    proc = demo(tmp_path, str(tiny_folder), TEACHER="train", TEACHER_ITERS=4, PARA_ITERS=2, SEEDS="0")
+def test_demo_trains_its_own_teacher_without_shipped_ones(tiny_folder, tmp_path):
+    proc = demo(tmp_path, str(tiny_folder), SHIPPED_TEACHER=tmp_path / "none", TEACHER_ITERS=4, PARA_ITERS=2,
+                SEEDS="0")
+    assert "demo.sh: TEACHER=train" in proc.stderr  # auto: nothing shipped, so trained here
     out = tmp_path / "demo"
     assert (out / "teacher-resnet56" / "final.json").exists() and (out / "para-resnet56-k0.5" / "final.json").exists()
     assert "teacher ResNet-56" in proc.stdout
 
 
 def test_demo_without_the_shipped_files_says_what_to_do(tiny_folder, tmp_path):
-    env = {**os.environ, "FT_NO_VENV": "1", "OUT": str(tmp_path / "demo"), "SHIPPED_TEACHER": str(tmp_path / "none")}
+    env = {**os.environ, "FT_NO_VENV": "1", "OUT": str(tmp_path / "demo"), "SHIPPED_TEACHER": str(tmp_path / "none"),
+           "TEACHER": "shipped"}
     proc = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh"), str(tiny_folder)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "TEACHER=train" in proc.stderr

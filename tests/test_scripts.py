@@ -326,3 +326,26 @@ def test_table7_end_to_end_on_a_tiny_folder_then_skip_and_resume(tmp_path, tiny_
     assert third.stderr.count("[start]") == 1 and "ce-resnet20-s0" in third.stderr
     assert (runs / "folder/ce-resnet20-s0/final.json").exists()
     assert all(f.stat().st_mtime_ns == t for f, t in mtimes.items() if "ce-resnet20" not in str(f))
+
+
+def test_midscale_declares_the_row_on_one_shipped_teacher(tmp_path):
+    teacher, para = tmp_path / "teacher", tmp_path / "para"
+    for run in (teacher, para):
+        run.mkdir()
+        (run / "final.json").write_text("{}")
+    lines = dry_run("midscale", SEEDS=3, RUNS=tmp_path / "runs", TEACHER_RUN=teacher, PARA_RUN=para)
+    assert len(lines) == 12
+    methods = Counter(flag(words, "--method") for words in lines)
+    assert methods == {"ce": 3, "kd": 3, "at": 3, "ft": 3}
+    for words in lines:
+        assert flag(words, "--iters") == "4000" and flag(words, "--arch") == "resnet20"
+        assert flag(words, "--teacher") == (None if flag(words, "--method") == "ce" else str(teacher))
+        # DATASET defaults to torchvision's cifar10, the teacher learned on the JPEG copy
+        assert ("--teacher-data-copy" in words) == (flag(words, "--method") != "ce")
+    assert all(flag(w, "--paraphraser") == str(para) for w in lines if flag(w, "--method") == "ft")
+    assert sorted(flag(words, "--seed") for words in lines) == ["0"] * 4 + ["1"] * 4 + ["2"] * 4
+    folder = dry_run("midscale", SEEDS=1, RUNS=tmp_path / "runs", TEACHER_RUN=teacher, PARA_RUN=para,
+                     DATASET="folder", DATA_ROOT=tmp_path)
+    assert len(folder) == 4 and not any("--teacher-data-copy" in words for words in folder)
+    missing = run_script("midscale", check=False, TEACHER_RUN=tmp_path / "none", PARA_RUN=para, DRY_RUN=1)
+    assert missing.returncode == 2 and "must be finished runs" in missing.stderr
