@@ -19,7 +19,7 @@ import torch
 from models import build_model, check_model_name
 from utils.checkpoint import (check_same_data, load_classifier, load_paraphraser,
                               paraphraser_identity, teacher_identity)
-from utils.cli import (add_data_args, add_run_args, add_schedule_args, add_teacher_data_arg, check_positive,
+from utils.cli import (PAPER_ITERS, add_data_args, add_run_args, add_schedule_args, add_teacher_data_arg, check_positive,
                        check_schedule, run_main)
 from utils.distill import KD, METHODS, Frozen
 from utils.distill.at import FACT_REDUCTIONS
@@ -111,7 +111,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="the discriminator's first conv width w (then 2w) (default: 64)")
 
     add_data_args(parser)
-    add_schedule_args(parser, iters=64000)
+    add_schedule_args(parser, iters=PAPER_ITERS)
     add_run_args(parser)
     return parser
 

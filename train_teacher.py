@@ -9,7 +9,7 @@ import json
 import torch
 
 from models import build_model, check_model_name
-from utils.cli import add_data_args, add_run_args, add_schedule_args, check_schedule, run_main
+from utils.cli import PAPER_ITERS, add_data_args, add_run_args, add_schedule_args, check_schedule, run_main
 from utils.errors import UserError
 from utils.distill.base import Classification
 from utils.train import Stage, classification_metrics, fit, load_training_data, open_run, resolve_device
@@ -21,7 +21,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arch", default="resnet56",
                         help="network from the model registry (models.MODELS, models.VARIANTS) or wrn_D_W (default: resnet56)")
     add_data_args(parser)
-    add_schedule_args(parser, iters=64000)
+    add_schedule_args(parser, iters=PAPER_ITERS)
     add_run_args(parser)
     return parser
 

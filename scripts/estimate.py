@@ -33,10 +33,11 @@ import torch  # noqa: E402
 from models import build_model  # noqa: E402
 from models.summary import count_macs  # noqa: E402
 from paraphraser import Paraphraser  # noqa: E402
+from utils.cli import PAPER_ITERS  # noqa: E402
 
 STEPS_PER_EPOCH = 390  # 50,000 // 128: CIFAR's training set at the paper's batch size, last partial batch dropped
 RECIPE_EPOCHS = {"at": 200}  # --recipe at: 200 epochs unless --iters / --epochs say otherwise
-DEFAULT_ITERS = {"teacher": 64000, "student": 64000}
+DEFAULT_ITERS = {"teacher": PAPER_ITERS, "student": PAPER_ITERS}
 DEFAULT_PARA_EPOCHS = 30
 BENCH = {"teacher": ("resnet56", None), "paraphraser": ("resnet56", 0.5), "student": ("resnet20", "resnet56")}
 

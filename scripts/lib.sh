@@ -99,6 +99,8 @@ AT="--at-beta 1000"
 # The k sweep of Tables 1 and 3 (the paper states five values between 0.5 and 4, not which):
 # scripts/paper.py holds it for the report too.  python3, not $PYTHON: that may be a launcher.
 K_SWEEP=$(python3 "$REPO/scripts/paper.py" --k-sweep) || die "python3 scripts/paper.py --k-sweep failed"
+# A table's student:teacher pairs (Tables 1-3), read from the paper's numbers in scripts/paper.py.
+pairs() { python3 "$REPO/scripts/paper.py" --pairs "$1" || die "python3 scripts/paper.py --pairs $1 failed"; }
 
 # ------------------------------------------------------------------ declaring runs
 declare -a RUN_DIR=() RUN_CMD=() RUN_STAGE=() RUN_DEPS=()

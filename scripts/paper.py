@@ -353,12 +353,20 @@ def build_tables(which: str) -> list[Table]:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--k-sweep", action="store_true", help="print the k sweep, space-separated")
+    parser.add_argument("--pairs", choices=tuple(PAIRS),
+                        help="print a table's student:teacher pairs, space-separated, in the paper's order")
     return parser
+
+
+# The student/teacher pairs the table scripts train, from the paper's tables above.
+PAIRS = {"1": PAPER_T1, "2": PAPER_T2, "3": PAPER_T3}
 
 
 def main(args: argparse.Namespace) -> None:
     if args.k_sweep:
         print(k_text())
+    if args.pairs:
+        print(" ".join(f"{s}:{t}" for s, t in PAIRS[args.pairs]))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@
 #     python scripts/report.py runs --table 1
 source "$(dirname "$0")/lib.sh"
 
-D=$D10
+D=$D10 PAIRS=$(pairs 1)
 for s in $(seeds); do
-  for pair in resnet20:resnet56 resnet20:wrn_40_1 vgg13:wrn_46_4 wrn_16_1:wrn_16_2; do
+  for pair in $PAIRS; do
     S=${pair%:*} T=${pair#*:}
     # VGG-13's last block is 2x2, WRN-46-4's 8x8: the factor is taken from the group of
     # equal size, group 2 of both (WRN-46-4's last, VGG-13's third, 256x8x8).

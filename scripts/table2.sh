@@ -8,9 +8,9 @@
 source "$(dirname "$0")/lib.sh"
 
 D=$D10/recipe-at
-C10="$C10 --recipe at"
+C10="$C10 --recipe at" PAIRS=$(pairs 2)
 for s in $(seeds); do
-  for pair in wrn_16_1:wrn_40_1 wrn_16_2:wrn_40_2; do
+  for pair in $PAIRS; do
     S=${pair%:*} T=${pair#*:}
     t=$D/teacher-$T-s$s p=$D/para-$T-k0.5-s$s
     run $t                      train_teacher.py --arch $T $C10 $TEACHER_SCHEDULE --seed $s

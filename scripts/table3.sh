@@ -6,9 +6,9 @@
 #     scripts/table3.sh ; python scripts/report.py runs --table 3
 source "$(dirname "$0")/lib.sh"
 
-D=$D100
+D=$D100 PAIRS=$(pairs 3)
 for s in $(seeds); do
-  for pair in resnet56:resnet110 resnet20:resnet110; do
+  for pair in $PAIRS; do
     S=${pair%:*} T=${pair#*:}
     t=$D/teacher-$T-s$s
     run $t                      train_teacher.py --arch $T $C100 $TEACHER_SCHEDULE --seed $s

@@ -181,3 +181,15 @@ def test_synthetic_folder_is_a_readable_dataset(tmp_path):
     data = load_data("folder", root)
     assert data.train_x.shape == (30, 3, 32, 32) and data.test_x.shape == (20, 3, 32, 32)
     assert data.num_classes == 10 and data.train_x.dtype == torch.uint8
+
+
+def test_the_full_schedule_is_the_papers():
+    """device_check.py stays free of the repository's imports (it drives subprocesses), so it
+    states the paper's 64,000 iterations itself: the same number as the training scripts'
+    default and the report's label."""
+    from utils.cli import PAPER_ITERS
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import paper
+
+    assert dc.FULL_ITERS == PAPER_ITERS == paper.PAPER_ITERS[0]

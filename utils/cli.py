@@ -116,6 +116,8 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
+PAPER_ITERS = 64000  # the paper's CIFAR schedule (appendix): 64,000 iterations of 128 images
+
 # What each --recipe sets, unless the flag is given: the paper's appendix, and the
 # attention-transfer authors' CIFAR recipe (Zagoruyko & Komodakis 2017, their cifar.py:
 # --epochs 200, --epoch_step [60,120,160], --lr_decay_ratio 0.2, BORDER_REFLECT
