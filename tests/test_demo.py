@@ -153,22 +153,19 @@ def test_demo_with_the_shipped_teacher_on_a_folder(shipped, tiny_folder, tmp_pat
     assert not (out / "teacher-resnet56").exists()  # nothing but the students trained
 
 
-def test_demo_on_torchvision_cifar10_with_the_shipped_teacher(shipped, torchvision_cifar10, tmp_path):
+def test_demo_on_torchvision_cifar10_trains_its_own_teacher_without_shipped_ones(torchvision_cifar10, tmp_path):
+    """TEACHER=auto with nothing shipped trains the teacher and paraphraser first, here on
+    torchvision's CIFAR-10 (the shipped teacher's --teacher-data-copy on it is tested above)."""
     root, hook = torchvision_cifar10
-    proc = demo(tmp_path, hook=hook, SEEDS="0", DATA_ROOT=root, SHIPPED_TEACHER=shipped / "teacher",
-                SHIPPED_PARAPHRASER=shipped / "para")
-    assert "cifar10" in proc.stdout and "student ResNet-20 + FT" in proc.stdout
-    args = json.loads((tmp_path / "demo" / "ft-resnet20-s0" / "args.json").read_text())["args"]
-    assert args["dataset"] == "cifar10" and args["teacher_data_copy"] is True
-
-
-def test_demo_trains_its_own_teacher_without_shipped_ones(tiny_folder, tmp_path):
-    proc = demo(tmp_path, str(tiny_folder), SHIPPED_TEACHER=tmp_path / "none", TEACHER_ITERS=4, PARA_ITERS=2,
-                SEEDS="0")
-    assert "demo.sh: TEACHER=train" in proc.stderr  # auto: nothing shipped, so trained here
+    proc = demo(tmp_path, hook=hook, DATA_ROOT=root, SHIPPED_TEACHER=tmp_path / "none", TEACHER_ITERS=4,
+                PARA_ITERS=2, SEEDS="0")
+    assert "demo.sh: TEACHER=train" in proc.stderr
     out = tmp_path / "demo"
     assert (out / "teacher-resnet56" / "final.json").exists() and (out / "para-resnet56-k0.5" / "final.json").exists()
-    assert "teacher ResNet-56" in proc.stdout
+    args = json.loads((out / "ft-resnet20-s0" / "args.json").read_text())["args"]
+    assert args["dataset"] == "cifar10" and args["teacher"] == str(out / "teacher-resnet56")
+    assert args["teacher_data_copy"] is False  # its own teacher learned on these very images
+    assert "teacher ResNet-56" in proc.stdout and "cifar10" in proc.stdout
 
 
 def test_demo_without_the_shipped_files_says_what_to_do(tiny_folder, tmp_path):

@@ -348,33 +348,3 @@ def test_resume_is_exact(method, tiny_runs, tmp_path, monkeypatch):
         adam_a, adam_b = a["auxiliary"]["optimizer"]["state"], b["auxiliary"]["optimizer"]["state"]
         assert adam_a.keys() == adam_b.keys()
         assert all(torch.equal(adam_a[i]["exp_avg"], adam_b[i]["exp_avg"]) for i in adam_a)
-
-
-# ---------------------------------------------------------------- real data
-
-@pytest.mark.slow
-def test_real_cifar10_kd_at_ft_beat_chance(shared_cifar, tmp_path):
-    """KD, AT and FT students (WRN-10-1, 150 iterations) on 2,000 real CIFAR-10 images
-    from a WRN-16-1 teacher trained 300: each far above chance (90% error).
-
-    Measured on two CPUs: teacher 58.6 / 61.8 %, KD 66.8 / 72.6 % (the second with the AT
-    code's KD form, the default since: CE weighted 0.1 and a KD term 5x weaker than
-    Hinton's, so a short run learns more slowly), AT 61.4 / 67.4 %, FT 64.2 / 62.4 %.
-    Short runs differ between CPUs by several points (test_pipeline.py measured the spread
-    over seeds), so the bound sits 8 points below chance and >= 9 above every result seen.
-    """
-    common = ["--dataset", "folder", "--data-root", shared_cifar, "--train-subset", "2000",
-              "--test-subset", "500", "--batch-size", "64", "--progress", "off"]
-    teacher, para = tmp_path / "teacher", tmp_path / "para"
-    run(train_teacher, [*common, "--arch", "wrn_16_1", "--iters", "300", "--eval-every", "300",
-                        "--out", teacher])
-    run(train_paraphraser, [*common, "--teacher", teacher, "--iters", "20", "--eval-every", "20",
-                            "--out", para])
-    errors = {"teacher": final(teacher)["test_error_last"]}
-    for method, extra in (("kd", []), ("at", []), ("ft", ["--paraphraser", para])):
-        out = tmp_path / method
-        run(train_student, [*common, "--method", method, "--arch", "wrn_10_1", "--teacher", teacher, *extra,
-                            "--iters", "150", "--eval-every", "150", "--out", out])
-        errors[method] = final(out)["test_error_last"]
-    print("real CIFAR-10 test errors (%):", errors)
-    assert all(e < 82 for e in errors.values()), errors
