@@ -210,15 +210,8 @@ def plot(table: Table, sections: list[Section], results: dict, out: Path) -> lis
                     if xs:
                         label = f"{header} (its own schedule)" if "teacher" in header else header
                         ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
-                ax.set_xlabel("iteration")
-                ax.set_ylabel("test error (%)")
-                ax.set_title(f"Table {table.key}: {row.name}", fontsize=9)
-                ax.legend(fontsize=7)
-                name = out / f"table{table.key}-s{si + 1}-p{pi + 1}-r{ri + 1}-curves.png"
-                fig.tight_layout()
-                fig.savefig(name, dpi=100)
-                plt.close(fig)
-                written.append(name)
+                written.append(_finish(fig, ax, "iteration", f"Table {table.key}: {row.name}",
+                                       out / f"table{table.key}-s{si + 1}-p{pi + 1}-r{ri + 1}-curves.png"))
                 ks = [(float(h[2:]), a) for h, a in curves.items() if h.startswith("k=")]
                 if len(ks) >= 2:
                     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -228,16 +221,23 @@ def plot(table: Table, sections: list[Section], results: dict, out: Path) -> lis
                     paper = [(float(h[2:]), c.paper) for h, c in zip(part.headers, cells)
                              if h.startswith("k=") and c.paper is not None]
                     ax.plot(*zip(*paper), marker="s", linestyle="--", label="paper")
-                    ax.set_xlabel("paraphrase rate k")
-                    ax.set_ylabel("test error (%)")
-                    ax.set_title(f"Table {table.key}: {row.name}", fontsize=9)
-                    ax.legend(fontsize=7)
-                    name = out / f"table{table.key}-s{si + 1}-r{ri + 1}-k.png"
-                    fig.tight_layout()
-                    fig.savefig(name, dpi=100)
-                    plt.close(fig)
-                    written.append(name)
+                    written.append(_finish(fig, ax, "paraphrase rate k", f"Table {table.key}: {row.name}",
+                                           out / f"table{table.key}-s{si + 1}-r{ri + 1}-k.png"))
     return written
+
+
+def _finish(fig, ax, xlabel: str, title: str, name: Path) -> Path:
+    """Label a test-error plot and write it to `name`."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test error (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(name, dpi=100)
+    plt.close(fig)
+    return name
 
 
 def mean_curve(runs: list[Run]) -> tuple[list, list]:
