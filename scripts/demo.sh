@@ -16,7 +16,7 @@
 #   TEACHER=auto (default: shipped when results/shipped/ holds them, else train)
 #         | shipped | train             train: the teacher (TEACHER_ITERS, default 1600)
 #                                       and its paraphraser (PARA_ITERS, 60) first, here
-#   SEEDS ("0 1 2"), STUDENT_ITERS (300), TEST_SUBSET (all), OUT (runs/demo), DEVICE (auto),
+#   SEEDS ("0 1 2"), STUDENT_ITERS (200), TEST_SUBSET (all), OUT (runs/demo), DEVICE (auto),
 #   DATA_ROOT (./data, for torchvision), EXTRA_ARGS (added to every training command)
 #   SHIPPED_TEACHER, SHIPPED_PARAPHRASER   other shipped folders (default results/shipped/...)
 # Re-running resumes or skips finished runs.
@@ -35,7 +35,7 @@ out=${OUT:-runs/demo}
 # shellcheck disable=SC2206  # EXTRA_ARGS: words, split on purpose
 common=("${data[@]}" ${TEST_SUBSET:+--test-subset "$TEST_SUBSET"} --device "${DEVICE:-auto}" --progress on
         ${EXTRA_ARGS:-})
-student_iters=${STUDENT_ITERS:-300}
+student_iters=${STUDENT_ITERS:-200}
 
 shipped_teacher=${SHIPPED_TEACHER:-results/shipped/teacher-resnet56}
 shipped_para=${SHIPPED_PARAPHRASER:-results/shipped/para-resnet56-k0.5}
