@@ -103,6 +103,12 @@ def place(run: Run) -> None:
     run.setting = _setting(a, {"arch", "method", "p", "no_paraphraser", "no_translator", "ft_groups"})
     if teacher and teacher["recipe"] != r["recipe"]:
         run.setting["teacher.recipe"] = teacher["recipe"]
+    # How the teacher and the cell's paraphraser were trained (lr, weight decay, loss...): what
+    # their records keep of their arguments must agree too.
+    for key, value in _setting((teacher or {}).get("args") or {}, {"arch"}).items():
+        run.setting[f"teacher.{key}"] = value
+    for key, value in _setting(para.get("args") or {}, {"kind", "k", "layers", "bn", "group"}).items():
+        run.setting[f"paraphraser.{key}"] = value
     if teacher and teacher["iters"] is None:  # published weights (--teacher torchvision:NAME), no run
         # never averaged with a teacher trained here (records before "source" name it in args)
         run.setting["teacher.weights"] = teacher.get("source") or a["teacher"]

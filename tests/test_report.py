@@ -51,6 +51,10 @@ def record_of(path: Path) -> dict:
     return json.loads((Path(path) / "args.json").read_text())["run"]
 
 
+def args_of(path: Path) -> dict:
+    return json.loads((Path(path) / "args.json").read_text())["args"]
+
+
 def fingerprint(path) -> str:
     """Stands in for the hash of a run's weights: one per run folder."""
     return hashlib.sha1(str(path).encode()).hexdigest()[:16]
@@ -63,14 +67,15 @@ def teacher_identity(teacher_dir) -> dict:
                 "fingerprint": fingerprint(teacher_dir), "dataset": "imagenet", "source": str(teacher_dir)}
     r = record_of(teacher_dir)
     return {"arch": r["arch"], "iters": r["iters"], "seed": r["seed"], "recipe": r["recipe"],
-            "fingerprint": fingerprint(teacher_dir), "dataset": r["dataset"], "source": None}
+            "fingerprint": fingerprint(teacher_dir), "dataset": r["dataset"], "source": None,
+            "args": args_of(teacher_dir)}
 
 
 def paraphraser_identity(para_dir) -> dict:
     """What train_student.py records of a --paraphraser."""
     r = record_of(para_dir)
     return {**{k: r[k] for k in ("kind", "k", "layers", "bn", "group", "iters", "seed")},
-            "fingerprint": fingerprint(para_dir)}
+            "fingerprint": fingerprint(para_dir), "args": args_of(para_dir)}
 
 
 def teacher(root, name, arch, seed, error, dataset="cifar10", iters=64000, **extra):
@@ -240,6 +245,27 @@ def test_conflicting_settings_are_not_averaged(tmp_path):
     text = markdown(root, "--table", "7")
     assert cells(table_lines(text, "CIFAR-10")[0])[5] == "conflict (2 settings)"
     assert "runs differ in beta=500.0; beta=1000.0" in text
+
+
+def test_teachers_and_paraphrasers_trained_differently_are_not_averaged(tmp_path):
+    """The students' records carry how their teacher and paraphraser were trained: students of
+    teachers trained at another learning rate, or of paraphrasers with another loss, conflict;
+    teachers that differ only in seed do not."""
+    root = tmp_path / "runs"
+    t0, t1 = teacher(root, "t0", "resnet56", 0, 6.0), teacher(root, "t1", "resnet56", 1, 6.2)
+    p0, p1 = para(root, "p0", t0, 0), para(root, "p1", t1, 1)
+    student(root, "a", "ft", "resnet20", 0, 7.0, t0, p0)
+    student(root, "b", "ft", "resnet20", 1, 8.0, t1, p1)
+    assert cells(table_lines(markdown(root, "--table", "7"), "CIFAR-10")[0])[5] == "7.50 ± 0.71 (n=2)"
+    t2 = teacher(root, "t2", "resnet56", 2, 6.1, lr=0.05)
+    student(root, "c", "ft", "resnet20", 2, 9.0, t2, para(root, "p2", t2, 2))
+    text = markdown(root, "--table", "7")
+    assert cells(table_lines(text, "CIFAR-10")[0])[5] == "conflict (2 settings)" and "teacher.lr=0.05" in text
+    shutil.rmtree(root / "c")
+    student(root, "d", "ft", "resnet20", 2, 9.0, t0, para(root, "p3", t0, 2, recon_loss="l2"))
+    text = markdown(root, "--table", "7")
+    assert cells(table_lines(text, "CIFAR-10")[0])[5] == "conflict (2 settings)"
+    assert "paraphraser.recon_loss=l2" in text
 
 
 def test_an_option_added_later_is_no_difference_while_off(tmp_path):
@@ -416,9 +442,9 @@ def test_backfill_gives_old_folders_the_record_of_today(tmp_path, monkeypatch):
     written, problems = backfill_run_records.backfill(root)
     assert sorted(written) == sorted((t, p, ft, ce)) and len(problems) == 1 and "elsewhere" in problems[0]
     teacher_id = {"arch": "resnet56", "iters": 800, "seed": 0, "recipe": "paper", "fingerprint": fingerprint(model),
-                  "dataset": "cifar10", "source": None}
+                  "dataset": "cifar10", "source": None, "args": t_args}
     para_id = {"kind": "conv", "k": 0.5, "layers": 3, "bn": True, "group": -1, "iters": 11700, "seed": 0,
-               "fingerprint": fingerprint(paraphraser)}
+               "fingerprint": fingerprint(paraphraser), "args": args_of(p)}
     wants[p]["teacher"], wants[ft]["teacher"], wants[ft]["paraphrasers"] = teacher_id, teacher_id, [para_id]
     for run, want in wants.items():
         assert record_of(run) == want

@@ -89,11 +89,13 @@ def load_paraphraser(path: str | Path) -> tuple[Paraphraser, dict]:
 
 
 def teacher_identity(model: nn.Module, ckpt: dict) -> dict:
-    """What a teacher run is, for a student's or paraphraser's record (final.json "run")."""
+    """What a teacher run is, for a student's or paraphraser's record (final.json "run"):
+    its network, schedule, data, the fingerprint of its weights, the source of published
+    weights (torchvision:NAME, else None) and the arguments it was trained with."""
     args = ckpt.get("args") or {}
     return {"arch": ckpt.get("arch"), "iters": args.get("iters"), "seed": args.get("seed"),
             "recipe": args.get("recipe", "paper"), "fingerprint": fingerprint(model),
-            "dataset": ckpt.get("dataset"), "source": ckpt.get("source")}  # published weights (torchvision:NAME), else None
+            "dataset": ckpt.get("dataset"), "source": ckpt.get("source"), "args": args}
 
 
 def paraphraser_identity(model: nn.Module, ckpt: dict) -> dict:
@@ -101,7 +103,7 @@ def paraphraser_identity(model: nn.Module, ckpt: dict) -> dict:
     args, config = ckpt.get("args") or {}, ckpt["paraphraser_config"]
     return {"kind": config["kind"], "k": config["k"], "layers": config["layers"], "bn": config["bn"],
             "group": ckpt.get("group"), "iters": args.get("iters"), "seed": args.get("seed"),
-            "fingerprint": fingerprint(model)}
+            "fingerprint": fingerprint(model), "args": args}
 
 
 def check_same_data(ckpt: dict, what: str, dataset: str, other_copy: bool = False) -> None:
