@@ -80,12 +80,15 @@ def test_run_folders_say_what_the_run_is(stages):
         assert json.loads((root / name / "args.json").read_text())["run"] == identity
     common = {"dataset": "folder", "recipe": "paper", "iters": 4, "seed": 0}
     assert runs["teacher"] == {"stage": "teacher", "arch": "resnet20", **common}
-    teacher = {"arch": "resnet20", "iters": 4, "seed": 0, "recipe": "paper",
-               "fingerprint": fingerprint(load_classifier(root / "teacher")[0])}
+    def trained_with(name):
+        return json.loads((root / name / "args.json").read_text())["args"]
+
+    teacher = {"arch": "resnet20", "iters": 4, "seed": 0, "recipe": "paper", "dataset": "folder", "source": None,
+               "fingerprint": fingerprint(load_classifier(root / "teacher")[0]), "args": trained_with("teacher")}
     assert runs["para"] == {"stage": "paraphraser", "kind": "conv", "k": 0.5, "layers": 3, "bn": True,
                             "group": -1, "teacher": teacher, **common}
     paraphraser = {"kind": "conv", "k": 0.5, "layers": 3, "bn": True, "group": -1, "iters": 4, "seed": 0,
-                   "fingerprint": fingerprint(load_paraphraser(root / "para")[0])}
+                   "fingerprint": fingerprint(load_paraphraser(root / "para")[0]), "args": trained_with("para")}
     assert runs["ft"] == {"stage": "student", "method": "ft", "arch": "resnet20", "teacher": teacher,
                           "paraphrasers": [paraphraser], **common}
     assert runs["ce"] == {"stage": "student", "method": "ce", "arch": "resnet20", "teacher": None,
