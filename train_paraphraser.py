@@ -18,7 +18,7 @@ from utils.cli import (add_data_args, add_run_args, add_schedule_args, add_teach
 from utils.data import balanced_subset
 from utils.distill.paraphrase import RECON_LOSSES, ParaphraserTraining, reconstruction_loss
 from utils.errors import UserError
-from utils.train import Stage, fit, input_size, load_training_data, open_run, resolve_device
+from utils.train import Stage, fit, load_training_data, open_run, resolve_device
 
 
 DEFAULT_K = 0.5
@@ -106,7 +106,7 @@ def main(args: argparse.Namespace) -> None:
         args.iters = max(1, round(args.epochs * steps_per_epoch))
     check_schedule(args)
     if args.kind == "cae":
-        size = group_shapes(teacher, input_size(data))[args.group][-2:]
+        size = group_shapes(teacher, data.image_size)[args.group][-2:]
         if any(d % 2 ** args.layers for d in size):
             raise UserError(f"--kind cae halves height and width {args.layers} time(s), so the "
                             f"teacher's group-{args.group} map ({size[0]}x{size[1]}) must be divisible "

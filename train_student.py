@@ -26,8 +26,7 @@ from utils.distill.at import FACT_REDUCTIONS
 from utils.distill.base import KD_FORMS
 from utils.distill.ft import FT_REDUCTIONS
 from utils.errors import UserError
-from utils.train import (Stage, classification_metrics, fit, load_training_data, open_run, resolve_device,
-                         input_size)
+from utils.train import Stage, classification_metrics, fit, load_training_data, open_run, resolve_device
 
 FT_METHODS = tuple(name for name, m in METHODS.items() if m.paraphraser)
 
@@ -211,7 +210,7 @@ def main(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     student = build_model(args.arch, data.num_classes)
     kd = KD(T=args.kd_T, alpha=args.kd_alpha, form=args.kd_form) if method.kd else None
-    frozen = Frozen(teacher, [(p, group) for p, group, _ in paraphrasers], input_size(data))
+    frozen = Frozen(teacher, [(p, group) for p, group, _ in paraphrasers], data.image_size)
     task, method_info = method.build(args, student, frozen, kd)
     task.to(device)
     info = {"arch": args.arch, "num_classes": data.num_classes, "dataset": args.dataset,

@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from aggregate import t_interval  # noqa: E402
-from paper import PAPER_T1, pretty  # noqa: E402
+from paper import PAPER_T1, T1_COLUMNS, pretty  # noqa: E402
 from utils.checkpoint import load_classifier  # noqa: E402
 from utils.cli import run_main  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -42,12 +42,14 @@ def read_final(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def teacher_error(teacher: str, student_args: dict) -> tuple[str, float]:
-    """The teacher's network and its top-1 test error (%) on the students' test images."""
+def teacher_error(teacher: str, student_args: dict) -> tuple[str, float, int]:
+    """The teacher's network, its top-1 test error (%) on the students' test images, and how
+    many images those are."""
     model, ckpt = load_classifier(teacher)
     args = argparse.Namespace(**student_args)
     data = load_training_data(args, resolve_device(args.device))
-    return ckpt["arch"], classification_metrics(model.to(data.device), data, args.eval_batch_size)["test_error"]
+    error = classification_metrics(model.to(data.device), data, args.eval_batch_size)["test_error"]
+    return ckpt["arch"], error, len(data.test_y)
 
 
 def mean_sd(values: list[float]) -> str:
@@ -59,15 +61,14 @@ def main(args: argparse.Namespace) -> None:
     finals = {m: [read_final(args.out / f"{m}-resnet20-s{s}") for s in args.seeds] for m, _ in METHODS}
     errors = {m: [f["test_error_last"] for f in finals[m]] for m in finals}
     student_args = json.loads((args.out / f"ft-resnet20-s{args.seeds[0]}" / "args.json").read_text())["args"]
-    paper = dict(zip(("student", "at", "kd", "ft", "at+kd", "ft+kd", "teacher"), PAPER_T1[("resnet20", "resnet56")]))
+    paper = dict(zip(T1_COLUMNS, PAPER_T1[("resnet20", "resnet56")]))
     wall = sum(f["wall_time_s"] for fs in finals.values() for f in fs)
-    test = f"{student_args['test_subset']:,}" if student_args["test_subset"] else "all 10,000"
+    arch, error, n_test = teacher_error(args.teacher, student_args)
 
     print(f"\nResNet-56 -> ResNet-20, {student_args['dataset']} ({student_args['data_root']}), "
-          f"{student_args['iters']} student iterations (batch {student_args['batch_size']}), test images: "
-          f"{test}, seeds {' '.join(map(str, args.seeds))}")
+          f"{student_args['iters']} student iterations (batch {student_args['batch_size']}), "
+          f"{n_test:,} test images, seeds {' '.join(map(str, args.seeds))}")
     print(f"{'':<26} {'test error %':>22} {'paper (64,000 it.)':>19}")
-    arch, error = teacher_error(args.teacher, student_args)
     print(f"{'teacher ' + pretty(arch):<26} {error:>22.2f} {paper['teacher']:>19.2f}")
     for method, name in METHODS:
         print(f"{name:<26} {mean_sd(errors[method]):>22} {paper['student' if method == 'ce' else 'ft']:>19.2f}")

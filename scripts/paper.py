@@ -23,7 +23,8 @@ sys.path.insert(0, str(REPO))  # models, paraphraser and utils, for the costs an
 # "Choices").  The table scripts train these k (scripts/lib.sh), the report lays them out.
 K_SWEEP = (0.5, 1.0, 2.0, 3.0, 4.0)
 # Error (%) from the paper's Tables 1-4, 6 and 7.  Sweeps: the k of K_SWEEP, then CAE and RAE.
-PAPER_T1 = {  # (student, teacher): student, AT, KD, FT (best k), AT+KD, FT+KD, teacher
+T1_COLUMNS = ("student", "at", "kd", "ft", "at+kd", "ft+kd", "teacher")  # of Tables 1 and 3; FT: its best k
+PAPER_T1 = {  # (student, teacher): T1_COLUMNS
     ("resnet20", "resnet56"): (7.78, 7.13, 7.19, 6.85, 6.89, 7.04, 6.39),
     ("resnet20", "wrn_40_1"): (7.78, 7.34, 7.09, 6.85, 7.00, 6.95, 6.84),
     ("vgg13", "wrn_46_4"): (5.99, 5.54, 5.71, 4.84, 5.30, 4.65, 4.44),
@@ -41,7 +42,7 @@ PAPER_T2 = {  # student, AT, F-ActT, KD, AT+KD, teacher (AT paper's), FT, FT's t
     ("wrn_16_1", "wrn_40_1"): (8.77, 8.25, 8.62, 8.39, 8.01, 6.58, 8.12, 6.55),
     ("wrn_16_2", "wrn_40_2"): (6.31, 5.85, 6.24, 6.08, 5.71, 5.23, 5.51, 5.09),
 }
-PAPER_T3 = {  # as Table 1, CIFAR-100
+PAPER_T3 = {  # as Table 1 (T1_COLUMNS), CIFAR-100
     ("resnet56", "resnet110"): (28.04, 27.28, 27.96, 25.62, 28.01, 26.93, 26.91),
     ("resnet20", "resnet110"): (31.24, 31.04, 33.14, 29.08, 34.78, 32.19, 26.91),
 }

@@ -8,7 +8,6 @@ paraphraser configuration) so no other file is needed.
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from torch import nn
 
 from models import build_model
 from paraphraser import Paraphraser
-from utils.errors import UserError
+from utils.errors import UserError, note
 from utils.run import CHECKPOINT, FINAL
 
 
@@ -112,8 +111,8 @@ def check_same_data(ckpt: dict, what: str, dataset: str, other_copy: bool = Fals
     if ckpt["dataset"] == dataset:
         return
     if other_copy:
-        print(f"note: --{what} was trained on --dataset {ckpt['dataset']}, this run uses {dataset} "
-              f"(--teacher-data-copy)", file=sys.stderr)
+        note(f"--{what} was trained on --dataset {ckpt['dataset']}, this run uses {dataset} "
+             f"(--teacher-data-copy)")
         return
     raise UserError(f"--{what} was trained on {ckpt['dataset']} but this run uses --dataset "
                     f"{dataset}; pass a {what} trained on {dataset}, or --teacher-data-copy if the "

@@ -89,6 +89,11 @@ class ImageData:
     def device(self) -> torch.device:
         return self.train_x.device
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """Height and width of the images the networks are given (group shapes follow)."""
+        return tuple(self.test_x.shape[-2:])
+
     def batches(self, batch_size: int, seed: int, augment: bool = True):
         """`iteration -> (x, y)`: the normalized, augmented training batch of that step.
         Under torchrun every rank draws the global batch and keeps its share."""

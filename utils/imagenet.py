@@ -132,7 +132,7 @@ class _EpochSampler(DistributedSampler):
 
 @dataclass
 class ImageNetData:
-    """ImageNet as file lists; `batches` feeds utils.train.fit, `evaluate` tests a model."""
+    """ImageNet as file lists; `batches` feeds utils.train.fit, `val_batches` its evaluation."""
 
     root: Path
     classes: list[str] = field(repr=False)
@@ -145,6 +145,11 @@ class ImageNetData:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """Height and width of the images the networks are given: the crop."""
+        return CROP, CROP
 
     def to(self, device: torch.device | str) -> "ImageNetData":
         return replace(self, device=torch.device(device))

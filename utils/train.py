@@ -197,11 +197,6 @@ def fit(stage: Stage, data, run: RunDir, args) -> dict:
         run.close()
 
 
-def input_size(data) -> tuple[int, int]:
-    """The height and width of the images the networks are given (shapes follow from it)."""
-    return tuple(next(data.val_batches(1))[0].shape[-2:])
-
-
 def _fit(stage: Stage, data, run: RunDir, args) -> dict:
     device = data.device
     perf.configure_backends(device)

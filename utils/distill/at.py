@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from models.features import group_shapes
 from models.wide_resnet import use_raw_group_outputs
-from utils.distill.base import KD, Distillation, Frozen, note, shape_str
-from utils.errors import UserError
+from utils.distill.base import KD, Distillation, Frozen, shape_str
+from utils.errors import UserError, note
 
 FACT_REDUCTIONS = ("positions", "elements")
 

@@ -9,7 +9,6 @@ mode when `.train()` is called and run without gradients.  `_s` / `_t`: student 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -175,7 +174,3 @@ def student_group_for(shapes_s: Sequence[Sequence[int]], chosen: int, size_t: Se
                         f"{shape_str(size_t)} (student groups: {sizes}); choose a student "
                         f"whose groups reach that size")
     return same[-1]
-
-
-def note(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr)

@@ -20,8 +20,8 @@ from torch import nn
 from models.features import group_shapes
 from paraphraser import bn_default
 from translator import Translator
-from utils.distill.base import KD, Distillation, Frozen, note, shape_str, student_group_for
-from utils.errors import UserError
+from utils.distill.base import KD, Distillation, Frozen, shape_str, student_group_for
+from utils.errors import UserError, note
 
 FT_REDUCTIONS = ("mean", "norm")
 

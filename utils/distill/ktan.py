@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.features import group_shapes
-from utils.distill.base import KD, Distillation, Frozen, note, student_group_for
+from utils.distill.base import KD, Distillation, Frozen, student_group_for
+from utils.errors import note
 
 
 def feature_matching_loss(map_s: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
