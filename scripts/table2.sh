@@ -2,8 +2,8 @@
 # Table 2, CIFAR-10, wide ResNets of equal width: student alone, AT, F-ActT, KD, AT+KD,
 # the teacher, and FT (k = 0.5).  Every run uses --recipe at: the paper trained this
 # table's teacher and student "with the same experimental environment of [31]" (the
-# attention-transfer authors' CIFAR recipe: 200 epochs, lr x0.2 at epochs 60/120/160,
-# reflect padding, their normalization); the first six columns are that paper's figures.
+# attention-transfer authors' CIFAR recipe: 200 epochs, lr x0.2 and a fresh momentum
+# before the epochs numbered 60/120/160 from 1, reflect padding, their normalization); the first six columns are that paper's figures.
 #     scripts/table2.sh ; python scripts/report.py runs --table 2
 source "$(dirname "$0")/lib.sh"
 

@@ -11,12 +11,14 @@ import torch
 import train_paraphraser
 import train_student
 import train_teacher
-from helpers import checkpoint, metrics, run, tiny_runs  # noqa: F401
+import utils.data
+import utils.train
+from helpers import checkpoint, interrupt_at, metrics, run, tiny_runs  # noqa: F401
 from utils.cli import check_schedule
 from utils.data import NORM_STATS, crop_flip, load_data, random_crop_flip, augment_generator
 from utils.errors import UserError
 from utils.run import RunDir
-from utils.train import lr_at
+from utils.train import Interrupted, lr_at
 
 
 def _teacher_args(*argv):
@@ -32,12 +34,16 @@ def test_paper_recipe_is_the_default():
     assert args.norm is None  # the dataset's own constants
 
 
-def test_at_recipe_200_epochs_lr_x02_at_60_120_160():
-    """CIFAR: 50,000 // 128 = 390 steps an epoch."""
+def test_at_recipe_200_epochs_lr_x02_before_epochs_60_120_160():
+    """CIFAR: 50,000 // 128 = 390 steps an epoch.  The AT code's drop runs in torchnet's
+    on_start_epoch of the epochs it numbers 60 / 120 / 160 from 1: after 59 / 119 / 159
+    finished epochs, with a new optimizer (momentum restarted)."""
     args = _teacher_args("--recipe", "at")
     assert args.iters == 200 * 390
-    assert args.milestones == [60 * 390, 120 * 390, 160 * 390]
-    assert (args.lr_decay, args.pad_mode, args.norm) == (0.2, "reflect", "at")
+    assert args.milestones == [59 * 390, 119 * 390, 159 * 390]
+    assert (args.lr_decay, args.pad_mode, args.norm, args.reset_momentum) == (0.2, "reflect", "at", True)
+    assert _teacher_args().reset_momentum is False
+    assert _teacher_args("--recipe", "at", "--no-reset-momentum").reset_momentum is False
     assert (args.lr, args.momentum, args.wd, args.batch_size) == (0.1, 0.9, 5e-4, 128)
     # the student script takes the same recipe
     s = train_student.get_args_parser().parse_args(["--out", "u", "--method", "ce", "--recipe", "at"])
@@ -59,9 +65,12 @@ def test_explicit_flags_override_the_recipe():
 
 def test_at_recipe_scales_its_milestones_with_a_shorter_run():
     """--epochs 10 on 1,280 images (10 steps an epoch): 100 iterations, lr x0.2 at the
-    recipe's 30 % / 60 % / 80 % of them (epochs 3, 6, 8)."""
+    recipe's 29.5 % / 59.5 % / 79.5 % of them (rounded half to even: 30, 60, 80); 20
+    epochs: 59, 119, 159 steps, as 200 epochs of one step would."""
     args = _teacher_args("--recipe", "at", "--train-subset", "1280", "--epochs", "10")
     assert (args.iters, args.milestones, args.lr_decay) == (100, [30, 60, 80], 0.2)
+    args = _teacher_args("--recipe", "at", "--train-subset", "1280", "--epochs", "20")
+    assert args.milestones == [59, 119, 159]
 
 
 def test_lr_decay_factor():
@@ -132,3 +141,37 @@ def test_a_run_made_before_the_recipe_flags_resumes(tmp_path):
     RunDir(tmp_path / "r", new)  # no error
     with pytest.raises(UserError, match="different arguments"):
         RunDir(tmp_path / "r", {**new, "recipe": "at"})
+
+
+def test_reset_momentum_zeroes_the_buffers_at_each_milestone_only(tiny_runs, tmp_path, monkeypatch):
+    """--reset-momentum (on under --recipe at): the momentum buffers are zero when the first
+    step at each milestone begins and nowhere else, so the run equals one that keeps its
+    momentum up to the first milestone and differs after it; a run killed right at a
+    milestone resumes to the uninterrupted run's numbers."""
+    resets = []
+    zero_momentum = utils.train.zero_momentum
+
+    def spy(optimizer):
+        zero_momentum(optimizer)
+        buffers = [s["momentum_buffer"] for s in optimizer.state.values()]
+        assert buffers and all(not b.any() for b in buffers)
+        resets.append(optimizer.param_groups[0]["lr"])
+
+    monkeypatch.setattr(utils.train, "zero_momentum", spy)
+    common = [*tiny_runs.common, "--arch", "resnet20", "--recipe", "at", "--iters", "6",
+              "--milestones", "2", "4", "--eval-every", "1"]
+    run(train_teacher, [*common, "--out", tmp_path / "reset"])
+    assert resets == pytest.approx([0.02, 0.004])  # at iterations 2 and 4, after the lr drop
+    run(train_teacher, [*common, "--no-reset-momentum", "--out", tmp_path / "keep"])
+    assert len(resets) == 2
+    reset, keep = metrics(tmp_path / "reset"), metrics(tmp_path / "keep")
+    assert reset[:2] == keep[:2] and reset[2]["test_loss"] != keep[2]["test_loss"]
+
+    train_batch = utils.data.train_batch
+    interrupt_at(monkeypatch, 1)  # killed during iteration 1: the checkpoint is at milestone 2
+    with pytest.raises(Interrupted):
+        run(train_teacher, [*common, "--out", tmp_path / "resumed"])
+    assert checkpoint(tmp_path / "resumed")["iteration"] == 2
+    monkeypatch.setattr(utils.data, "train_batch", train_batch)
+    run(train_teacher, [*common, "--out", tmp_path / "resumed"])
+    assert metrics(tmp_path / "resumed") == reset

@@ -37,8 +37,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                    help="paper: the paper's appendix (lr x0.1 at 50%% / 75%% of 64,000 iterations, zero "
                         "padding, the dataset's normalization); at: the attention-transfer authors' CIFAR "
                         "recipe that Table 2 follows (\"the same experimental environment of [31]\"): 200 "
-                        "epochs, lr x0.2 at epochs 60 / 120 / 160 (with --iters N: at 30%% / 60%% / 80%% of "
-                        "N), reflect padding, --norm at. Flags given explicitly override the recipe's "
+                        "epochs, lr x0.2 with the momentum reset before the epochs their code numbers 60 / "
+                        "120 / 160, i.e. after 59 / 119 / 159 (with --iters N: at 29.5%% / 59.5%% / 79.5%% "
+                        "of N), reflect padding, --norm at. Flags given explicitly override the recipe's "
                         "values (default: paper)")
     g.add_argument("--train-subset", type=int, default=None, metavar="N",
                    help="train on N class-balanced training images, for quick checks (default: all)")
@@ -66,7 +67,10 @@ def add_schedule_args(parser: argparse.ArgumentParser, *, iters: int | None,
                             "instead of --iters (default: --iters; --recipe at: 200)")
         g.add_argument("--milestone-epochs", type=float, nargs="*", default=None,
                        help="milestones in epochs instead of --milestones (default: --milestones; "
-                            "--recipe at: 60 120 160)")
+                            "--recipe at: 59 119 159)")
+        g.add_argument("--reset-momentum", action=argparse.BooleanOptionalAction, default=None,
+                       help="zero SGD's momentum buffers at each milestone, as the attention-transfer "
+                            "code does by building a new optimizer there (default: off; --recipe at: on)")
     g.add_argument("--lr-decay", type=float, default=None,
                    help="factor applied to lr at each milestone (default: 0.1; --recipe at: 0.2)")
     parser.set_defaults(milestone_fractions=list(milestone_fractions), default_iters=iters)
@@ -124,11 +128,14 @@ PAPER_ITERS = 64000  # the paper's CIFAR schedule (appendix): 64,000 iterations 
 # padding, mean/std (125.3, 123.0, 113.9) / (63.0, 62.1, 66.7)), which the paper's
 # Table 2 follows.  Batch 128, lr 0.1, momentum 0.9 and weight decay 5e-4 are the same
 # in both.  Our epoch is (training images // batch size) steps: 390 on CIFAR, where
-# their loader also ran a last partial batch (391 steps).
+# their loader also ran a last partial batch (391 steps).  Their lr drop runs in
+# torchnet's on_start_epoch hook of the epochs they number 60, 120, 160 (counted from
+# 1), i.e. after 59, 119 and 159 finished epochs, and builds a new SGD optimizer there,
+# so the momentum buffers restart from zero (--reset-momentum).
 RECIPES = {
-    "paper": {"lr_decay": 0.1, "pad_mode": "zero"},
-    "at": {"lr_decay": 0.2, "pad_mode": "reflect", "norm": "at", "epochs": 200.0,
-           "milestone_fractions": [0.3, 0.6, 0.8]},  # epochs 60, 120, 160 of 200
+    "paper": {"lr_decay": 0.1, "pad_mode": "zero", "reset_momentum": False},
+    "at": {"lr_decay": 0.2, "pad_mode": "reflect", "norm": "at", "epochs": 200.0, "reset_momentum": True,
+           "milestone_fractions": [59 / 200, 119 / 200, 159 / 200]},
 }
 
 
@@ -144,6 +151,9 @@ def apply_recipe(args: argparse.Namespace) -> None:
         elif name == "epochs":
             if schedule and args.iters is None and args.epochs is None:
                 args.epochs = value  # --iters given: the recipe's epochs do not apply
+        elif name == "reset_momentum":
+            if schedule and args.reset_momentum is None:
+                args.reset_momentum = value
         elif hasattr(args, name) and getattr(args, name) is None:
             setattr(args, name, value)
 

@@ -51,6 +51,15 @@ def resolve_device(name: str) -> torch.device:
     return distributed.setup(torch.device(name))
 
 
+def zero_momentum(optimizer: torch.optim.Optimizer) -> None:
+    """Restart SGD's momentum from zero in place (the same next update as a new optimizer:
+    a buffer of zeros becomes the gradient; in place, so a captured CUDA graph sees it)."""
+    for state in optimizer.state.values():
+        buffer = state.get("momentum_buffer")
+        if buffer is not None:
+            buffer.zero_()
+
+
 def lr_at(iteration: int, base_lr: float, milestones: list[int], gamma: float = 0.1) -> float:
     """Step schedule: base_lr * gamma ** (number of milestones already passed)."""
     return base_lr * gamma ** sum(iteration >= m for m in milestones)
@@ -268,6 +277,7 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
         })
 
     # ------------------------------------------------------------------ loop
+    reset_momentum = bool(getattr(args, "reset_momentum", False))
     t0 = time.perf_counter()
     if start >= args.iters:  # killed after the last checkpoint, before final.json
         record = run.last_metrics()
@@ -280,6 +290,8 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
                 lr = lr_at(it, args.lr, args.milestones, args.lr_decay)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
+                if reset_momentum and it in args.milestones:
+                    zero_momentum(optimizer)
                 x, y = next_batch(it)
                 if fast["channels_last"]:
                     x = x.contiguous(memory_format=torch.channels_last)
