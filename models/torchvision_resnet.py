@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from models.features import feature_groups
@@ -35,6 +34,8 @@ class TorchvisionResNet(nn.Module):
 
     def __init__(self, arch: str, num_classes: int = 1000):
         super().__init__()
+        import torchvision  # here, not at the top: importing it costs every script ~2 s
+
         net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
         for name, child in net.named_children():
             self.add_module(name, child)
@@ -68,6 +69,8 @@ def load_torchvision_pretrained(name: str) -> TorchvisionResNet:
     if name not in PRETRAINED:
         raise UserError(f"no torchvision ImageNet weights for '{name}'; choose one of "
                         f"{', '.join(TEACHER_SPEC_PREFIX + n for n in PRETRAINED)}")
+    import torchvision
+
     weights = torchvision.models.get_weight(PRETRAINED[name])
     file_name = weights.url.rsplit("/", 1)[-1]
     cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
