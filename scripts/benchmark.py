@@ -260,8 +260,17 @@ class OtherLoad:
         self.share = max(0.0, busy - (own - self._start[2])) / max(elapsed, 1)
 
 
-def timed(variant, steps: int, device: torch.device, args=None) -> tuple[float, int]:
-    """images/s of one window and the peak memory during it.
+def minor_faults(pid: int) -> int | None:
+    """The process's minor page faults so far (Linux; None elsewhere)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def timed(variant, steps: int, device: torch.device, args=None) -> tuple[float, int, float | None]:
+    """images/s of one window, the peak memory during it, and the minor page faults of the
+    variant's process per step (memory the kernel hands back and faults in again).
 
     On the CPU, a window in which other processes took more than --max-other-load of the
     machine is run again once they leave it (waiting up to --max-wait s), up to --retries
@@ -272,17 +281,21 @@ def timed(variant, steps: int, device: torch.device, args=None) -> tuple[float, 
             OtherLoad.wait_for_quiet(args.max_other_load, args.max_wait, variant.pids)
         synchronize(device)
         remote = isinstance(variant, RemoteVariant)
-        with PeakMemory(device, variant.pids()[0] if remote else None) as mem, OtherLoad(variant.pids) as other:
+        pid = variant.pids()[0]
+        with PeakMemory(device, pid if remote else None) as mem, OtherLoad(variant.pids) as other:
+            faults = minor_faults(pid)
             start = time.perf_counter()
             images = variant.run(steps)
             synchronize(device)
             seconds = time.perf_counter() - start
+            after = minor_faults(pid)
+        faults = None if faults is None or after is None else (after - faults) / steps
         if remote:
             mem.peak = max(mem.peak, variant.last_peak)
         if not check or other.share <= args.max_other_load:
             break
         DISTURBED["rerun" if attempt < args.retries else "kept"] += 1
-    return images / seconds, mem.peak
+    return images / seconds, mem.peak, faults
 
 
 DISTURBED = {"rerun": 0, "kept": 0}
@@ -412,21 +425,27 @@ def _bench_stage(stage, data, remote, device, args, log) -> dict:
 
     rates = {k: [] for k in variants}
     peaks = {k: 0 for k in variants}
+    faults = {k: [] for k in variants}
     for _ in range(args.windows):
         for name, variant in variants.items():
-            rate, peak = timed(variant, args.window_steps, device, args)
+            rate, peak, fault = timed(variant, args.window_steps, device, args)
             rates[name].append(rate)
             peaks[name] = max(peaks[name], peak)
+            if fault is not None:
+                faults[name].append(fault)
     if b is a:
-        rates["fast"], peaks["fast"] = rates["default"], peaks["default"]
+        rates["fast"], peaks["fast"], faults["fast"] = rates["default"], peaks["default"], faults["default"]
     med = {k: statistics.median(v) for k, v in rates.items()}
     return {
         "stage": stage,
         "images_per_s": {k: round(v, 2) for k, v in med.items()},
         "best_window_images_per_s": {k: round(max(v), 2) for k, v in rates.items()},
         "windows": {k: [round(r, 2) for r in v] for k, v in rates.items()},
-        **{name: round(med[top] / med[bottom], 3) for name, (top, bottom) in RATIOS.items()
-           if top in med and bottom in med},
+        # a ratio: the median over rounds of the two variants' windows in the same round (the
+        # windows of a round run back to back, so a slow spell of the machine mostly cancels)
+        **{name: round(statistics.median(t / u for t, u in zip(rates[top], rates[bottom])), 3)
+           for name, (top, bottom) in RATIOS.items() if top in rates and bottom in rates},
+        "minor_faults_per_step": {k: round(statistics.median(v)) for k, v in faults.items() if v},
         "fast_flags": sorted(fast_flags),
         "default_flags": sorted(flags),
         "search": {k: round(v, 2) for k, v in trials.items()},

@@ -15,8 +15,8 @@ window by window over a pipe (`RemoteVariant`):
              read back every step, cuDNN deterministic without its autotuner on CUDA.  Their
              paraphraser script feeds the teacher's feature to the paraphraser undetached,
              so its backward runs on through the frozen teacher (gradients nothing uses):
-             (c) does that too, and it keeps the previous step's frozen-teacher graph
-             alive as their student loop's variables do (`reference_loss`).
+             (c) does that too, and it runs their train() loops statement by statement
+             (`their_train`), so that their variables live as long as in their scripts.
   authors    (d, only with `--authors-code DIR`): the authors' own scripts from a checkout
              of their repository (not part of this one): each script is executed as far as
              its setup (data, networks, optimizers; `torch.device("cuda")` read as the
@@ -178,30 +178,75 @@ def _authors_block_forward(block, x):
     return F.relu(out)
 
 
-def reference_loss(stage: str, nets: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
-                   live: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One step's loss written as the authors' scripts compute it (autograd on throughout),
-    and the logits whose accuracy they log (None for the paraphraser).
+def their_train(stage: str, nets: dict[str, nn.Module], optimizers: list, trainloader,
+                device: torch.device) -> float:
+    """The loop of the authors' train() for `stage` over `trainloader`: train_teacher.py's
+    (the teacher, and the student alone), train_Paraphraser.py's, train_student.py's,
+    statement by statement on our networks (their outputs[3] is our logits, outputs[2] our
+    last group; their Paraphraser modes 0 / 1 are our forward / encode).  Returns the
+    summed loss, their train_loss.
 
-    `live` stands for their loop's variables, which outlive a step: their student script's
-    `teacher_outputs` keeps the frozen teacher's autograd graph (which no backward frees:
-    the factor is detached) until the next step's teacher forward replaces it, so two
-    teachers' activations are alive at that point (their student step's peak memory)."""
-    if stage in ("teacher", "ce"):
-        logits = nets["teacher" if stage == "teacher" else "student"](x)[0]
-        return nn.CrossEntropyLoss()(logits, y), logits
-    out_t = nets["teacher"](x)
-    if live is not None:
-        live["teacher_outputs"] = out_t  # the previous step's graph is released here
-    feat_t = out_t[1][-1]
-    if stage == "paraphraser":  # the paraphraser's input is not detached (module docstring)
-        return nn.L1Loss()(nets["paraphraser"](feat_t), feat_t.detach()), None
-    factor_t = nets["paraphraser"].encode(feat_t)
-    logits, feats_s = nets["student"](x)
-    factor_s = nets["translator"](feats_s[-1])
-    b = x.shape[0]
-    ft = nn.L1Loss()(F.normalize(factor_s.view(b, -1)), F.normalize(factor_t.view(b, -1).detach()))
-    return nn.CrossEntropyLoss()(logits, y) + BETA * ft, logits
+    Written as their loop, not as a function per step, because their local variables
+    outlive a step: each lives until the next step reassigns it.  Their frozen teacher's
+    weights still require grad and their student step detaches the factor, so no backward
+    frees the teacher's autograd graph, which stays alive into the next step's teacher
+    forward.  That lifetime decides how much memory glibc hands back to the kernel and
+    faults in again every step (on the CPU ~30,000 page faults a student step, as their own
+    script makes; a step that frees everything at its end makes ~2,000), which is part of
+    their step's cost."""
+    criterion_CE, criterion = nn.CrossEntropyLoss(), nn.L1Loss()
+    train_loss, correct, total = 0, 0, 0
+    if stage in ("teacher", "ce"):  # train_teacher.py
+        model = nets["teacher" if stage == "teacher" else "student"]
+        optimizer, = optimizers
+        for batch_idx, (inputs, targets) in enumerate(trainloader):
+            inputs, targets = inputs.to(device), targets.to(device)
+            optimizer.zero_grad()
+            outputs = model(inputs)
+            loss = criterion_CE(outputs[0], targets)
+            loss.backward()
+            optimizer.step()
+            train_loss += loss.item()
+            _, predicted = torch.max(outputs[0].data, 1)
+            total += targets.size(0)
+            correct += predicted.eq(targets.data).cpu().sum().float().item()
+    elif stage == "paraphraser":  # train_Paraphraser.py: the teacher's feature is not detached
+        model, module = nets["teacher"], nets["paraphraser"]
+        optimizer, = optimizers
+        for batch_idx, (inputs, targets) in enumerate(trainloader):
+            inputs, targets = inputs.to(device), targets.to(device)
+            optimizer.zero_grad()
+            outputs = model(inputs)
+            output_p = module(outputs[1][-1])
+            loss = criterion(output_p, outputs[1][-1].detach())
+            loss.backward()
+            optimizer.step()
+            train_loss += loss.item()
+    else:  # train_student.py
+        teacher, module_t, student, module_s = (nets[k] for k in ("teacher", "paraphraser", "student", "translator"))
+        optimizer, optimizer_module = optimizers
+        for batch_idx, (inputs, targets) in enumerate(trainloader):
+            inputs, targets = inputs.to(device), targets.to(device)
+            optimizer.zero_grad()
+            optimizer_module.zero_grad()
+            teacher_outputs = teacher(inputs)
+            student_outputs = student(inputs)
+            factor_t = module_t.encode(teacher_outputs[1][-1])
+            factor_s = module_s(student_outputs[1][-1])
+            loss = BETA * (criterion(_ft(factor_s), _ft(factor_t.detach()))) + criterion_CE(student_outputs[0], targets)
+            loss.backward()
+            optimizer.step()
+            optimizer_module.step()
+            train_loss += loss.item()
+            _, predicted = torch.max(student_outputs[0].data, 1)
+            total += targets.size(0)
+            correct += predicted.eq(targets.data).cpu().sum().float().item()
+    return train_loss
+
+
+def _ft(x: torch.Tensor) -> torch.Tensor:
+    """Their utils.FT: the factor flattened and L2-normalized per sample."""
+    return F.normalize(x.view(x.size(0), -1))
 
 
 # ============================================================================ the two references
@@ -244,27 +289,14 @@ class Reference:
         dataset = CifarArrays(data.train_x, data.train_y, reference_transform(mean, std))
         self.batches = _Epochs(_forked_loader(dataset, args.batch_size, args.num_workers))
         self.nets = n = reference_networks(stage, build_networks(stage, args.seed, bn=False), device)
-        self.live = {}  # their loop's variables (reference_loss)
         # One optimizer per trained network: the translator has its own, as in their script.
         self.optimizers = [torch.optim.SGD(n[name].parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
                            for name in TRAINED[stage]]
 
     def run(self, steps: int) -> int:
-        images = 0
-        for _ in range(steps):
-            x, y = next(self.batches)
-            x, y = x.to(self.device), y.to(self.device)
-            for opt in self.optimizers:
-                opt.zero_grad()
-            loss, logits = reference_loss(self.stage, self.nets, x, y, self.live)
-            loss.backward()
-            for opt in self.optimizers:
-                opt.step()
-            loss.item()  # their scripts log the running loss every step,
-            if logits is not None:  # and the teacher's and student's the training accuracy
-                logits.detach().max(1)[1].eq(y).cpu().sum().float().item()
-            images += len(y)
-        return images
+        window = _Window(self.batches, steps)  # one call of their train() per window, as (d)
+        their_train(self.stage, self.nets, self.optimizers, window, self.device)
+        return window.images
 
 
 class _Window:
