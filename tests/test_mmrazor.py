@@ -193,7 +193,7 @@ def test_script_end_to_end_on_a_tiny_folder(tmp_path, tiny_folder):
     runs = tmp_path / "runs"
     env = {k: v for k, v in os.environ.items() if k not in KNOBS}
     env.update(SEEDS="1", RUNS=str(runs), DATASET="folder", DATA_ROOT=str(tiny_folder), ITERS="2",
-               PARA_ITERS="2", EVAL_EVERY="2", EXTRA_ARGS="--batch-size 16 --progress off",
+               PARA_ITERS="2", EVAL_EVERY="2", EXTRA_ARGS="--batch-size 4 --progress off",
                PYTHON=sys.executable)  # every core: ResNet-50 and its 2,048-channel paraphraser are real work
     proc = subprocess.run(["bash", str(SCRIPT)], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0 and proc.stderr.count("[done]") == 4, proc.stderr[-3000:]
