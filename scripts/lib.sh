@@ -17,6 +17,9 @@
 #   GPUS="0 1 2 3"     one run per GPU at a time (CUDA_VISIBLE_DEVICES is set per run);
 #                      empty: one run at a time on the default device
 #   RUNS_PER_GPU=1     runs sharing one GPU at a time
+#   CPU_JOBS=1         with GPUS empty: runs at a time on the CPU, each with OMP_NUM_THREADS
+#                      = cores / CPU_JOBS (on 2 cores two one-thread FT students train
+#                      ~1.15x as many steps a second in total as one two-thread run)
 #   LAUNCHER=local     local | slurm (sbatch --wrap "srun ...", --dependency=afterok:<jobid>)
 #   SBATCH_ARGS="--gres=gpu:1"   extra sbatch options (partition, time, account...)
 #   DRY_RUN=1          print one command line per run (finished ones as "# finished: ...")
@@ -46,6 +49,7 @@ say() { echo "$(basename "$0"): $*" >&2; }
 SEEDS=${SEEDS:-3}
 GPUS=${GPUS:-}
 RUNS_PER_GPU=${RUNS_PER_GPU:-1}
+CPU_JOBS=${CPU_JOBS:-1}
 LAUNCHER=${LAUNCHER:-local}
 DRY_RUN=${DRY_RUN:-0}
 ONLY=${ONLY:-}
@@ -69,6 +73,8 @@ SBATCH_ARGS=${SBATCH_ARGS:---gres=gpu:1}
 
 [[ $SEEDS =~ ^[0-9]+( [0-9]+)*$ ]] || die "SEEDS must be a count or a list of seeds, got '$SEEDS'"
 [[ $RUNS_PER_GPU =~ ^[1-9][0-9]*$ ]] || die "RUNS_PER_GPU must be a positive integer, got '$RUNS_PER_GPU'"
+[[ $CPU_JOBS =~ ^[1-9][0-9]*$ ]] || die "CPU_JOBS must be a positive integer, got '$CPU_JOBS'"
+[[ -z $GPUS || $CPU_JOBS == 1 ]] || die "CPU_JOBS is for CPU runs; with GPUS set use RUNS_PER_GPU"
 [[ $LAUNCHER == local || $LAUNCHER == slurm ]] || die "LAUNCHER must be local or slurm, got '$LAUNCHER'"
 [[ $DATASET == cifar10 || $DATASET == folder ]] || die "DATASET must be cifar10 or folder (the CIFAR-10 copy), got '$DATASET'"
 [[ -z $PARA_EPOCHS || -z $PARA_ITERS ]] || die "set PARA_EPOCHS or PARA_ITERS, not both"
@@ -178,6 +184,10 @@ _schedule_local() {
   local slots=() g r i j stage dep failed=0 started=0
   if [[ -n $GPUS ]]; then
     for ((r = 0; r < RUNS_PER_GPU; r++)); do for g in $GPUS; do slots+=("$g"); done; done
+  elif ((CPU_JOBS > 1)); then
+    _CPU_THREADS=$(( $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN) / CPU_JOBS ))
+    ((_CPU_THREADS >= 1)) || _CPU_THREADS=1
+    for ((r = 0; r < CPU_JOBS; r++)); do slots+=("cpu"); done
   else
     slots=("")
   fi
@@ -210,14 +220,15 @@ _schedule_local() {
 }
 
 _launch() {  # slot gpu index
-  local j=$1 gpu=$2 i=$3 dir=${RUN_DIR[$3]} cmd=${RUN_CMD[$3]}
+  local j=$1 gpu=$2 i=$3 dir=${RUN_DIR[$3]} cmd=${RUN_CMD[$3]} env=""
   mkdir -p "$dir"
-  echo "=== $(date '+%F %T') ${gpu:+CUDA_VISIBLE_DEVICES=$gpu }$cmd" >>"$dir/log.txt"
-  say "[start] ${gpu:+gpu $gpu: }$cmd"
+  if [[ $gpu == cpu ]]; then env="OMP_NUM_THREADS=$_CPU_THREADS"; elif [[ -n $gpu ]]; then env="CUDA_VISIBLE_DEVICES=$gpu"; fi
+  echo "=== $(date '+%F %T') ${env:+$env }$cmd" >>"$dir/log.txt"
+  if [[ $gpu == cpu ]]; then say "[start] $env: $cmd"; else say "[start] ${gpu:+gpu $gpu: }$cmd"; fi
   (
     trap 'kill -TERM "$child" 2>/dev/null' TERM
     set -f
-    if [[ -n $gpu ]]; then export CUDA_VISIBLE_DEVICES=$gpu; fi
+    if [[ -n $env ]]; then export "${env?}"; fi
     # shellcheck disable=SC2086
     $cmd >>"$dir/log.txt" 2>&1 </dev/null &
     child=$!

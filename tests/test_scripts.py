@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
-KNOBS = ("SEEDS", "GPUS", "RUNS_PER_GPU", "LAUNCHER", "DRY_RUN", "ONLY", "RUNS", "DATASET", "DATA_ROOT",
+KNOBS = ("SEEDS", "GPUS", "RUNS_PER_GPU", "CPU_JOBS", "LAUNCHER", "DRY_RUN", "ONLY", "RUNS", "DATASET", "DATA_ROOT",
          "DATA_ROOT100", "ITERS", "TEACHER_ITERS", "PARA_EPOCHS", "PARA_ITERS", "TRAIN_SUBSET",
          "TEST_SUBSET", "EVAL_EVERY", "EXTRA_ARGS", "PYTHON", "SBATCH", "SQUEUE", "SBATCH_ARGS",
          "CUDA_VISIBLE_DEVICES")
@@ -205,7 +205,7 @@ FAKE_PYTHON = r"""#!/usr/bin/env bash
 # Stands in for python: logs start/end with the GPU it was given, writes final.json.
 out=""; prev=""
 for a in "$@"; do [[ $prev == --out ]] && out=$a; prev=$a; done
-echo "start $out ${CUDA_VISIBLE_DEVICES-unset}" >> "$TRACE"
+echo "start $out ${CUDA_VISIBLE_DEVICES-unset} ${OMP_NUM_THREADS-unset}" >> "$TRACE"
 sleep 0.3
 if [[ -n ${FAIL:-} && $out =~ $FAIL ]]; then echo "end $out" >> "$TRACE"; exit 1; fi
 mkdir -p "$out"; echo '{}' > "$out/final.json"
@@ -259,6 +259,35 @@ def test_local_failed_teacher_skips_its_students(tmp_path, fake_python):
     events = trace(tmp_path)
     assert all(events[i][0] == "start" and events[i + 1][0] == "end" for i in range(0, len(events), 2))
     assert {gpu for kind, _, gpu in events if kind == "start"} == {"unset"}
+
+
+def test_cpu_jobs_run_side_by_side_with_their_share_of_the_cores(tmp_path, fake_python):
+    """CPU_JOBS=2: two runs at a time, each told to use half the cores (at least one
+    thread), CUDA_VISIBLE_DEVICES untouched; stages still in order.  CPU_JOBS with GPUS,
+    or not a positive integer, is refused."""
+    import os
+
+    settings = dict(SEEDS=1, RUNS=tmp_path / "runs", PYTHON=fake_python, TRACE=tmp_path / "trace", CPU_JOBS=2)
+    proc = run_script("table7", **settings)
+    lines = [line.split() for line in (tmp_path / "trace").read_text().splitlines()]
+    starts = [line for line in lines if line[0] == "start"]
+    assert len(starts) == 10
+    threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert {(gpu, omp) for _, _, gpu, omp in starts} == {("unset", threads)}
+    assert f"[start] OMP_NUM_THREADS={threads}: " in proc.stderr
+    running = peak = 0
+    for line in lines:
+        running += 1 if line[0] == "start" else -1
+        peak = max(peak, running)
+    assert peak == 2
+    stage = lambda out: 0 if "/teacher-" in out else 1 if "/para-" in out else 2  # noqa: E731
+    ends = {line[1]: i for i, line in enumerate(lines) if line[0] == "end"}
+    for i, (_, out, *_) in enumerate(lines):
+        if lines[i][0] == "start":
+            assert all(ends[o] < i for o in ends if stage(o) < stage(out)), out
+    for bad in (dict(CPU_JOBS=2, GPUS="0"), dict(CPU_JOBS="0"), dict(CPU_JOBS="two")):
+        proc = run_script("table7", check=False, **{**settings, **bad})
+        assert proc.returncode == 2 and "CPU_JOBS" in proc.stderr, bad
 
 
 FAKE_SBATCH = r"""#!/usr/bin/env bash
