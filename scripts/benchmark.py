@@ -225,11 +225,9 @@ class OtherLoad:
     def _own(self):
         total = 0
         for pid in self.pids():
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            stat = proc_stat(pid)
+            if stat is not None:  # else a worker that just exited
                 total += int(stat[11]) + int(stat[12])  # utime + stime
-            except (OSError, IndexError, ValueError):
-                pass  # a worker that just exited
         return total
 
     @classmethod
@@ -260,12 +258,19 @@ class OtherLoad:
         self.share = max(0.0, busy - (own - self._start[2])) / max(elapsed, 1)
 
 
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (0: state, 7: minflt, 11 / 12:
+    utime / stime); None when unreadable (not Linux, or the process exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):  # unreadable, or emptied as the process exits
+        return None
+
+
 def minor_faults(pid: int) -> int | None:
     """The process's minor page faults so far (Linux; None elsewhere)."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
-    except (OSError, IndexError, ValueError):
-        return None
+    stat = proc_stat(pid)
+    return None if stat is None else int(stat[7])
 
 
 def timed(variant, steps: int, device: torch.device, args=None) -> tuple[float, int, float | None]:

@@ -18,8 +18,8 @@
 #                      empty: one run at a time on the default device
 #   RUNS_PER_GPU=1     runs sharing one GPU at a time
 #   CPU_JOBS=1         with GPUS empty: runs at a time on the CPU, each with OMP_NUM_THREADS
-#                      = cores / CPU_JOBS (on 2 cores two one-thread FT students train
-#                      ~1.15x as many steps a second in total as one two-thread run)
+#                      = cores / CPU_JOBS (on 2 cores, two one-thread FT students side by
+#                      side made 1.19x the steps a second of one two-thread run: README)
 #   LAUNCHER=local     local | slurm (sbatch --wrap "srun ...", --dependency=afterok:<jobid>)
 #   SBATCH_ARGS="--gres=gpu:1"   extra sbatch options (partition, time, account...)
 #   DRY_RUN=1          print one command line per run (finished ones as "# finished: ...")
@@ -220,11 +220,12 @@ _schedule_local() {
 }
 
 _launch() {  # slot gpu index
-  local j=$1 gpu=$2 i=$3 dir=${RUN_DIR[$3]} cmd=${RUN_CMD[$3]} env=""
+  local j=$1 gpu=$2 i=$3 dir=${RUN_DIR[$3]} cmd=${RUN_CMD[$3]} env="" label=""
   mkdir -p "$dir"
-  if [[ $gpu == cpu ]]; then env="OMP_NUM_THREADS=$_CPU_THREADS"; elif [[ -n $gpu ]]; then env="CUDA_VISIBLE_DEVICES=$gpu"; fi
+  if [[ $gpu == cpu ]]; then env="OMP_NUM_THREADS=$_CPU_THREADS" label="$env: "
+  elif [[ -n $gpu ]]; then env="CUDA_VISIBLE_DEVICES=$gpu" label="gpu $gpu: "; fi
   echo "=== $(date '+%F %T') ${env:+$env }$cmd" >>"$dir/log.txt"
-  if [[ $gpu == cpu ]]; then say "[start] $env: $cmd"; else say "[start] ${gpu:+gpu $gpu: }$cmd"; fi
+  say "[start] $label$cmd"
   (
     trap 'kill -TERM "$child" 2>/dev/null' TERM
     set -f

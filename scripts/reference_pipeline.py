@@ -191,9 +191,10 @@ def their_train(stage: str, nets: dict[str, nn.Module], optimizers: list, trainl
     weights still require grad and their student step detaches the factor, so no backward
     frees the teacher's autograd graph, which stays alive into the next step's teacher
     forward.  That lifetime decides how much memory glibc hands back to the kernel and
-    faults in again every step (on the CPU ~30,000 page faults a student step, as their own
-    script makes; a step that frees everything at its end makes ~2,000), which is part of
-    their step's cost."""
+    faults in again every step (on the CPU tens of thousands of page faults a student step,
+    as their own script makes, against a few thousand for a step that frees everything at
+    its end; `minor_faults_per_step` in the benchmark's JSON), which is part of their
+    step's cost."""
     criterion_CE, criterion = nn.CrossEntropyLoss(), nn.L1Loss()
     train_loss, correct, total = 0, 0, 0
     if stage in ("teacher", "ce"):  # train_teacher.py

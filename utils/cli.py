@@ -151,9 +151,6 @@ def apply_recipe(args: argparse.Namespace) -> None:
         elif name == "epochs":
             if schedule and args.iters is None and args.epochs is None:
                 args.epochs = value  # --iters given: the recipe's epochs do not apply
-        elif name == "reset_momentum":
-            if schedule and args.reset_momentum is None:
-                args.reset_momentum = value
         elif hasattr(args, name) and getattr(args, name) is None:
             setattr(args, name, value)
 
