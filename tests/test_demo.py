@@ -58,6 +58,34 @@ def test_ship_run_keeps_weights_and_record_and_drops_the_training_state(tiny_run
     assert code == 2 and "has not finished" in err and not (tmp_path / "dest").exists()
 
 
+def test_ship_records_only_copies_each_finished_run_of_a_tree(tiny_runs, tmp_path, capsys):
+    """--records-only: the records of every finished run under a tree, at the same paths,
+    without weights; unfinished runs are named and skipped; the report reads the copy as it
+    reads the runs (scripts/report.py needs nothing else)."""
+    import aggregate
+    import shutil
+    tree = tmp_path / "runs"
+    shutil.copytree(tiny_runs.teacher, tree / "c10" / "teacher")
+    shutil.copytree(tiny_runs.paraphraser(), tree / "c10" / "para")
+    unfinished = tree / "c10" / "student"
+    unfinished.mkdir()
+    (unfinished / "args.json").write_text("{}")
+    ship_run.main(ship_run.get_args_parser().parse_args(["--records-only", str(tree), str(tmp_path / "records")]))
+    out = capsys.readouterr().out
+    assert f"skipped {unfinished}" in out and "of 2 finished run(s)" in out
+    for name in ("teacher", "para"):
+        copied = tmp_path / "records" / "c10" / name
+        assert sorted(p.name for p in copied.iterdir()) == sorted(ship_run.FILES)
+        for file in ship_run.FILES:
+            assert (copied / file).read_bytes() == (tree / "c10" / name / file).read_bytes()
+    assert not (tmp_path / "records" / "c10" / "student").exists()
+    original = [(r.record, r.final) for r in aggregate.load_runs(tree) if r.final]
+    assert [(r.record, r.final) for r in aggregate.load_runs(tmp_path / "records")] == original
+
+    code, err = run_cli(ship_run, ["--records-only", str(tmp_path / "empty"), str(tmp_path / "x")], capsys)
+    assert code == 2 and "no run folder" in err
+
+
 # ----------------------------------------------------------------------------- torchvision's CIFAR-10
 
 def fake_torchvision_cifar10(root: Path, per_class: int = 8, test_per_class: int = 4) -> Path:
