@@ -63,7 +63,7 @@ def ship_records(args: argparse.Namespace) -> None:
         if not (run / FINAL).exists():
             print(f"skipped {run}: not finished (no {FINAL})")
             continue
-        copy_records(run, args.dest if run == args.run else args.dest / run.relative_to(args.run))
+        copy_records(run, args.dest / run.relative_to(args.run))  # RUN itself: DEST
         copied += 1
     print(f"{args.dest}: the records ({', '.join(FILES)}) of {copied} finished run(s)")
 

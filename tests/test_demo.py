@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from utils.checkpoint import fingerprint, load_classifier, load_paraphraser
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+import aggregate  # noqa: E402
 import ship_run  # noqa: E402
 
 
@@ -62,8 +64,6 @@ def test_ship_records_only_copies_each_finished_run_of_a_tree(tiny_runs, tmp_pat
     """--records-only: the records of every finished run under a tree, at the same paths,
     without weights; unfinished runs are named and skipped; the report reads the copy as it
     reads the runs (scripts/report.py needs nothing else)."""
-    import aggregate
-    import shutil
     tree = tmp_path / "runs"
     shutil.copytree(tiny_runs.teacher, tree / "c10" / "teacher")
     shutil.copytree(tiny_runs.paraphraser(), tree / "c10" / "para")

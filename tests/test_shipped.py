@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import json
 import sys
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import CIFAR_TAR
+from helpers import final, metrics
 from utils.checkpoint import fingerprint, load_classifier, load_paraphraser
-from utils.train import classification_metrics, load_training_data
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+import demo_summary  # noqa: E402
 import ship_run  # noqa: E402
 
 SHIPPED = REPO / "results" / "shipped"
@@ -26,24 +26,23 @@ TEACHER, PARA = SHIPPED / "teacher-resnet56", SHIPPED / "para-resnet56-k0.5"
 
 
 def record(run: Path) -> tuple[dict, list[dict], dict]:
-    args = json.loads((run / "args.json").read_text())["args"]
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return args, lines, json.loads((run / "final.json").read_text())
+    """The run's arguments, its metrics lines and final.json."""
+    return json.loads((run / "args.json").read_text())["args"], metrics(run), final(run)
 
 
 def test_shipped_teacher_is_a_finished_16000_iteration_run():
-    args, lines, final = record(TEACHER)
+    args, lines, last = record(TEACHER)
     assert (args["arch"], args["dataset"], args["iters"], args["milestones"]) == ("resnet56", "folder", 16000,
                                                                                    [8000, 12000])
     assert args["train_subset"] is None and args["test_subset"] is None  # all 50,000 / 10,000 images
-    assert lines[-1]["iter"] == 16000 and final["test_error_last"] == lines[-1]["test_error"]
+    assert lines[-1]["iter"] == 16000 and last["test_error_last"] == lines[-1]["test_error"]
     ckpt = torch.load(TEACHER / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert ckpt["iteration"] == 16000 and not set(ship_run.TRAINING_STATE) & set(ckpt)
 
 
 def test_shipped_paraphraser_belongs_to_the_shipped_teacher():
-    args, lines, final = record(PARA)
-    para, ckpt = load_paraphraser(PARA)
+    args, lines, _ = record(PARA)
+    _, ckpt = load_paraphraser(PARA)
     teacher, _ = load_classifier(TEACHER)
     assert ckpt["paraphraser_config"]["k"] == 0.5 and not set(ship_run.TRAINING_STATE) & set(ckpt)
     assert ckpt["teacher"]["fingerprint"] == fingerprint(teacher)
@@ -54,10 +53,9 @@ def test_shipped_paraphraser_belongs_to_the_shipped_teacher():
 def test_shipped_teacher_classifies_the_cifar_copy_as_recorded():
     """On 1,000 class-balanced test images (a sampling sd of ~1 point around the recorded
     full-test error); a network that had lost its weights would err on ~90%."""
-    _, _, final = record(TEACHER)
-    model, ckpt = load_classifier(TEACHER)
-    data = load_training_data(Namespace(dataset="folder", data_root=str(CIFAR_TAR), train_subset=100,
-                                        test_subset=1000, norm=None, pad_mode="zero", workers=None,
-                                        device="cpu", channels_last=False), torch.device("cpu"))
-    error = classification_metrics(model, data, 500)["test_error"]
-    assert abs(error - final["test_error_last"]) < 4.0, (error, final["test_error_last"])
+    recorded = final(TEACHER)["test_error_last"]
+    data = {"dataset": "folder", "data_root": str(CIFAR_TAR), "train_subset": 100, "test_subset": 1000,
+            "norm": None, "pad_mode": "zero", "workers": None, "device": "cpu", "eval_batch_size": 500}
+    arch, error, n_test = demo_summary.teacher_error(str(TEACHER), data)  # as the demo measures it
+    assert (arch, n_test) == ("resnet56", 1000)
+    assert abs(error - recorded) < 4.0, (error, recorded)
