@@ -184,7 +184,7 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def to_json(runs_dir: Path, best: bool, finished: int, unfinished: int, cells: list, pairs: list) -> str:
+def to_json(runs_dir: str, best: bool, finished: int, unfinished: int, cells: list, pairs: list) -> str:
     return json.dumps({"runs_dir": str(runs_dir), "metric": "best" if best else "last",
                        "finished_runs": finished, "unfinished_runs": unfinished,
                        "cells": cells, "paired": pairs}, indent=2)

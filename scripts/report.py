@@ -3,8 +3,9 @@
     python scripts/report.py runs                      # every table, markdown, to stdout
     python scripts/report.py runs --table 1 --best     # error at the best evaluation instead
     python scripts/report.py runs --format md csv json --out report/   # files (+ PNG plots)
+    python scripts/report.py results/midscale results/shipped --table 1   # runs from two roots
 
-Every run folder under RUNS_DIR (args.json, final.json) is read.  A run's table cell comes
+Every run folder under each RUNS_DIR (args.json, final.json) is read.  A run's table cell comes
 from the record the run keeps ("run" in final.json and args.json), never its folder name or
 the folders it names: the method, the student's arch, the teacher's arch, the paraphraser's
 k, kind and layers and the dataset (the `folder` copy counts as CIFAR-10); p, the ablation
@@ -35,7 +36,9 @@ from paper import TABLES, build_tables
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs_dir", type=Path, help="root of the run folders (e.g. runs)")
+    parser.add_argument("runs_dir", type=Path, nargs="+",
+                        help="root(s) of the run folders (e.g. runs; or results/midscale results/shipped, "
+                             "for students whose teacher run lies in another folder)")
     parser.add_argument("--table", default="all", choices=(*TABLES, "all"))
     parser.add_argument("--best", action="store_true",
                         help="error at the best evaluation (default: at the last iteration)")
@@ -47,9 +50,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def report(args: argparse.Namespace) -> dict[str, str]:
     """{file name: contents} for the requested tables and formats."""
-    runs = aggregate.load_runs(args.runs_dir)
+    runs = [run for root in args.runs_dir for run in aggregate.load_runs(root)]
+    roots = " ".join(str(root) for root in args.runs_dir)
     done = [r for r in runs if r.final is not None]
-    header = [f"# Factor Transfer: reproduced tables ({args.runs_dir})", "",
+    header = [f"# Factor Transfer: reproduced tables ({roots})", "",
               f"{len(runs)} run folders: {len(done)} finished, {len(runs) - len(done)} unfinished "
               f"(not counted). Metric: {'best evaluation' if args.best else 'last iteration'}.", ""]
     problems = [f"- {r.path}: not placed, {r.problem}" for r in runs if r.problem]
@@ -79,15 +83,16 @@ def report(args: argparse.Namespace) -> dict[str, str]:
         if pair_rows:
             outputs[f"{name}-paired.csv"] = render.to_csv(pair_rows)
     if "json" in args.format:
-        outputs[f"{name}.json"] = render.to_json(args.runs_dir, args.best, len(done), len(runs) - len(done),
+        outputs[f"{name}.json"] = render.to_json(roots, args.best, len(done), len(runs) - len(done),
                                                  rows, pair_rows)
     return outputs
 
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
-    if not args.runs_dir.is_dir():
-        sys.exit(f"report.py: error: {args.runs_dir} is not a folder")
+    for root in args.runs_dir:
+        if not root.is_dir():
+            sys.exit(f"report.py: error: {root} is not a folder")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
     outputs = report(args)

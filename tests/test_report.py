@@ -312,6 +312,23 @@ def test_scales_make_sections_and_teacher_warning(tmp_path):
     assert "⚠" not in second
 
 
+def test_two_roots_join_students_and_the_teacher_they_name(tmp_path, capsys):
+    """Students in one root, their teacher's run in another (results/midscale + results/shipped):
+    one root alone leaves the teacher's cell missing; both fill it; a missing root is an error."""
+    shipped, mid = tmp_path / "shipped", tmp_path / "mid"
+    t = teacher(shipped, "t", "resnet56", 0, 11.0, iters=16000)
+    p = para(shipped, "p", t, 0)
+    student(mid, "alone", "ce", "resnet20", 0, 19.0, iters=4000)
+    student(mid, "ft", "ft", "resnet20", 0, 17.0, t, p, iters=4000)
+    alone = cells(table_lines(markdown(mid, "--table", "7"), "CIFAR-10")[0])
+    assert alone[4:] == ["19.00 (n=1)", "17.00 (n=1)", "—", "—"]
+    text = markdown(mid, str(shipped), "--table", "7")
+    assert text.startswith(f"# Factor Transfer: reproduced tables ({mid} {shipped})")
+    assert cells(table_lines(text, "CIFAR-10")[0])[4:] == ["19.00 (n=1)", "17.00 (n=1)", "—", "11.00 (n=1)"]
+    with pytest.raises(SystemExit, match="is not a folder"):
+        report.main([str(mid), str(tmp_path / "absent"), "--table", "7"])
+
+
 def test_folder_copy_fills_cifar10_and_table4_ablations(tmp_path):
     root = tmp_path / "runs"
     d = {"dataset": "folder"}
