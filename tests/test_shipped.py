@@ -1,6 +1,8 @@
 """The committed teacher and paraphraser (results/shipped/) are what their records say: finished
 runs of the stated schedule, weights without training state, the paraphraser tied to that
-teacher, and a teacher that classifies the CIFAR-10 copy as well as its record says."""
+teacher, and a teacher that classifies the CIFAR-10 copy as well as its record says; and the
+mid-scale row's records (results/midscale/), runs of one schedule on that teacher, with a
+committed report that scripts/report.py makes from them."""
 
 from __future__ import annotations
 
@@ -59,3 +61,50 @@ def test_shipped_teacher_classifies_the_cifar_copy_as_recorded():
     arch, error, n_test = demo_summary.teacher_error(str(TEACHER), data)  # as the demo measures it
     assert (arch, n_test) == ("resnet56", 1000)
     assert abs(error - recorded) < 4.0, (error, recorded)
+
+
+MIDSCALE = REPO / "results" / "midscale"
+# Flags that differ by method or seed (kd_form: resolved for KD runs only); every other
+# argument is the same in every run of the row.
+PER_RUN = {"method", "seed", "out", "teacher", "paraphraser", "kd_form"}
+
+
+def midscale_runs() -> list[Path]:
+    return sorted(p.parent for p in MIDSCALE.glob("folder/*/final.json"))
+
+
+def test_midscale_records_are_finished_runs_of_one_row_on_the_shipped_teacher():
+    """results/midscale/: records only, every run 4,000 iterations on all images with the same
+    flags, taught by the shipped teacher (its fingerprint) and paraphraser."""
+    runs = midscale_runs()
+    assert runs, "no finished mid-scale run under results/midscale/folder"
+    teacher, _ = load_classifier(TEACHER)
+    para, _ = load_paraphraser(PARA)
+    shared = None
+    for run in runs:
+        args, lines, last = record(run)
+        assert not (run / "checkpoint.pt").exists(), f"{run}: records only, no weights"
+        assert (args["arch"], args["iters"], args["milestones"]) == ("resnet20", 4000, [2000, 3000]), run
+        assert args["train_subset"] is None and args["test_subset"] is None, run
+        assert lines[-1]["iter"] == 4000 and last["test_error_last"] == lines[-1]["test_error"], run
+        same = {k: v for k, v in args.items() if k not in PER_RUN}
+        assert shared is None or same == shared, f"{run}: flags differ from the other runs"
+        shared = same
+        made = json.loads((run / "args.json").read_text())["run"]
+        if args["method"] != "ce":
+            assert made["teacher"]["fingerprint"] == fingerprint(teacher), run
+        if args["method"] == "ft":
+            assert [p["fingerprint"] for p in made["paraphrasers"]] == [fingerprint(para)], run
+
+
+def test_committed_midscale_report_regenerates_from_the_records(tmp_path, monkeypatch):
+    """results/midscale/report-table1.md is what `scripts/report.py results/midscale
+    results/shipped --table 1` makes of the committed records, nothing edited by hand."""
+    import report
+
+    committed = MIDSCALE / "report-table1.md"
+    assert committed.exists(), "make it: python scripts/report.py results/midscale results/shipped --table 1 " \
+                               "--out results/midscale"
+    monkeypatch.chdir(REPO)
+    report.main(["results/midscale", "results/shipped", "--table", "1", "--out", str(tmp_path)])
+    assert (tmp_path / "report-table1.md").read_text() == committed.read_text()
