@@ -1,5 +1,6 @@
 """Run folders into table cells: each run placed from its record, grouped by scale and cell,
-averaged over seeds; FT paired with each baseline seed by seed.
+averaged over seeds; FT paired with each baseline, and each method with the student alone, seed
+by seed.
 
 A run folder's args.json and final.json carry a "run" record (utils/run.py): the stage, the
 method, the architecture, the dataset, the recipe, the iterations, the seed, and for a
@@ -259,9 +260,9 @@ def fill_table(table: Table, sections: list[Section], best: bool) -> dict:
 
 
 # ----------------------------------------------------------------------------- paired comparisons
-# FT against each other method of its row, seed by seed: error(FT) - error(baseline) over the runs
-# of one section that share the seed and the teacher's weights (the student alone has none: the
-# seed).  Student-t 0.975 quantiles, df = 1..30 (tests/test_report_paired.py recomputes them);
+# The table's pairs (paper.Part.pairs: FT against each other method of its row, and each method
+# against the student alone), seed by seed: error(method) - error(baseline) over the runs of one
+# section that share the seed and the teacher's weights (the student alone has none: the seed).  Student-t 0.975 quantiles, df = 1..30 (tests/test_report_paired.py recomputes them);
 # beyond, 1.96.
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
@@ -276,8 +277,8 @@ def t_interval(diffs: list[float]) -> tuple:
     return statistics.fmean(diffs), sd, (T975[df - 1] if df <= len(T975) else 1.96) * sd / len(diffs) ** 0.5
 
 
-def paired_diffs(ft: list[Run], base: list[Run], best: bool, top5: bool) -> list[tuple]:
-    """[(seed, error(FT) - error(baseline))]; a (seed, teacher) key held by two runs pairs nothing."""
+def paired_diffs(method: list[Run], base: list[Run], best: bool, top5: bool) -> list[tuple]:
+    """[(seed, error(method) - error(baseline))]; a (seed, teacher) key held by two runs pairs nothing."""
     by_teacher = any(r.teacher for r in base)
 
     def values(runs):
@@ -285,13 +286,13 @@ def paired_diffs(ft: list[Run], base: list[Run], best: bool, top5: bool) -> list
         for r in runs:
             found[(r.seed, r.teacher if by_teacher else None)].append(metric_value(r, best, top5))
         return {key: v[0] for key, v in found.items() if len(v) == 1 and v[0] is not None}
-    a, b = values(ft), values(base)
+    a, b = values(method), values(base)
     keys = sorted(a.keys() & b.keys(), key=lambda k: (k[0] is None, k[0] or 0, str(k[1])))
     return [(k[0], a[k] - b[k]) for k in keys]
 
 
 def verdict(mean: float | None, half: float | None, paper: float | None) -> str:
-    """Ours against the ordering the paper's FT - baseline gives."""
+    """Ours against the ordering the paper's method - baseline gives."""
     if not paper:
         return "the paper's figures tie" if paper == 0 else "no paper figure"
     if mean is None or mean == 0:
@@ -305,29 +306,30 @@ def verdict(mean: float | None, half: float | None, paper: float | None) -> str:
 @dataclass
 class Pair:
     row: str
-    ft: str              # the FT column's header
-    ft_note: str
+    method: str          # the column under test (FT, or a method paired with the student alone)
+    method_note: str     # its cell's note (FT's best k)
     baseline: str        # the baseline column's header
-    diffs: list          # [(seed, error(FT) - error(baseline))]
+    diffs: list          # [(seed, error(method) - error(baseline))]
     mean: float | None
     sd: float | None
     half: float | None   # half width of the 95 % t-interval
-    paper: float | None  # the paper's FT - baseline
+    paper: float | None  # the paper's method - baseline
     verdict: str
 
 
 def paired(part: Part, filled_rows: list, best: bool) -> list[Pair]:
-    """One comparison per row with FT runs and per (FT, baseline) column pair of the part."""
+    """One comparison per row and per (method, baseline) column pair of the part whose method
+    cell has runs."""
     out = []
     for row, cells in zip(part.rows, filled_rows):
-        for fi, bi in part.pairs:
-            ft, base = cells[fi], cells[bi]
-            if not isinstance(ft.value, Agg):
+        for mi, bi in part.pairs:
+            method, base = cells[mi], cells[bi]
+            if not isinstance(method.value, Agg):
                 continue
-            diffs = paired_diffs(ft.value.runs, base.value.runs if isinstance(base.value, Agg) else [],
-                                 best, row.cells[fi].top5)
+            diffs = paired_diffs(method.value.runs, base.value.runs if isinstance(base.value, Agg) else [],
+                                 best, row.cells[mi].top5)
             mean, sd, half = t_interval([d for _, d in diffs])
-            paper = None if None in (ft.paper, base.paper) else round(ft.paper - base.paper, 2)
-            out.append(Pair(row.name, part.headers[fi], ft.note, part.headers[bi], diffs, mean, sd, half,
+            paper = None if None in (method.paper, base.paper) else round(method.paper - base.paper, 2)
+            out.append(Pair(row.name, part.headers[mi], method.note, part.headers[bi], diffs, mean, sd, half,
                             paper, verdict(mean, half, paper)))
     return out

@@ -152,7 +152,7 @@ class Part:
     headers: list
     rows: list
     note: str = ""
-    pairs: tuple = ()    # (FT column, baseline column): paired comparisons under the table
+    pairs: tuple = ()    # (method column, baseline column): paired comparisons under the table
 
 
 @dataclass
@@ -191,7 +191,7 @@ def transfer_table(key: str, dataset: str, paper: dict, sweep: dict, title: str)
              main, note="FT: the best k of the sweep below, chosen on the test error (as the paper did); "
                         "its k is shown. AT = beta * sum of the groups' losses (beta 1000, the AT code); KD "
                         "in the AT code's form (--kd-form at2017), alpha 0.9, T 4.",
-             pairs=((3, 0), (3, 1), (3, 2), (3, 4), (3, 5))),
+             pairs=((3, 0), (3, 1), (3, 2), (3, 4), (3, 5), (1, 0), (2, 0), (4, 0), (5, 0))),
         Part("FT's paraphraser: k sweep (conv), CAE and RAE", ["student", "teacher"],
              [*(f"k={k:g}" for k in K_SWEEP), "CAE", "RAE"], sweep_rows,
              note=f"The paper's five k values are not stated; we read them as {k_text()}. RAE: k = 2 "
@@ -228,7 +228,8 @@ def table2() -> Table:
              "--recipe at (scripts/table2.sh: 200 epochs, lr x0.2 at epochs 60/120/160, reflect "
              "padding, the AT code's normalization); AT = beta * sum of the groups' losses (beta 1000), "
              "KD in the AT code's form (--kd-form at2017), F-ActT summed over channels and averaged "
-             "over positions (--fact-reduction positions).", pairs=((6, 0), (6, 1), (6, 2), (6, 3), (6, 4)))])
+             "over positions (--fact-reduction positions).", pairs=((6, 0), (6, 1), (6, 2), (6, 3), (6, 4),
+                                                                        (1, 0), (2, 0), (3, 0), (4, 0)))])
 
 
 def table4() -> Table:
@@ -289,7 +290,7 @@ def table6() -> Table:
         note=f"Top-1 and top-5 error on the validation set (single centre crop). A teacher given as "
              f"--teacher torchvision:{t} (PRETRAINED_TEACHER=1) has no run folder: its column stays "
              f"empty; torchvision publishes {tv1:.2f} / {tv5:.2f} for those weights.",
-        pairs=((3, 0), (3, 1), (3, 2)))])
+        pairs=((3, 0), (3, 1), (3, 2), (1, 0), (2, 0)))])
 
 
 def mmrazor() -> Table:

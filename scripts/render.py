@@ -109,20 +109,21 @@ def render_markdown(table: Table, sections: list[Section], results: dict, best: 
 def paired_markdown(pairs: list[Pair], best: bool) -> list[str]:
     if not pairs:
         return []
-    lines = [f"*Paired differences (FT − baseline):* error(FT) − error(baseline) in points at the "
+    lines = [f"*Paired differences (method − baseline):* error(method) − error(baseline) in points at the "
              f"{'best evaluation' if best else 'last iteration'}, seed by seed, over runs that share the "
-             "seed and the teacher run (the student alone: the seed); n = pairs, mean and 95 % t-interval "
+             "seed and the teacher run (the student alone: the seed): FT against every other method, "
+             "and every method against the student alone. n = pairs, mean and 95 % t-interval "
              "(mean ± t(0.975, n−1) · sd / √n). A best-of-k FT is paired at the k the table chose (shown). "
-             "Paper: the paper's FT − baseline, whose sign gives the ordering.", ""]
+             "Paper: the paper's method − baseline, whose sign gives the ordering.", ""]
     for row in dict.fromkeys(p.row for p in pairs):
         group = [p for p in pairs if p.row == row]
-        lines += [f"| {row}: FT − baseline | n | mean | 95% CI | paper | ordering (paper) | ours |",
+        lines += [f"| {row}: method − baseline | n | mean | 95% CI | paper | ordering (paper) | ours |",
                   "|---|---|---|---|---|---|---|"]
         for p in group:
-            ft = f"{p.ft} ({p.ft_note})" if p.ft_note else p.ft
+            method = f"{p.method} ({p.method_note})" if p.method_note else p.method
             ci = (f"[{fmt(p.mean - p.half, True)}, {fmt(p.mean + p.half, True)}]" if p.half is not None
                   else "n=1, no interval" if len(p.diffs) == 1 else MISSING)
-            lines.append(f"| {ft} − {p.baseline} | {len(p.diffs)} | {fmt(p.mean, True)} | {ci} | "
+            lines.append(f"| {method} − {p.baseline} | {len(p.diffs)} | {fmt(p.mean, True)} | {ci} | "
                          f"{fmt(p.paper, True)} | {ordering(p) or MISSING} | {p.verdict} |")
         lines += ["", f"Paper orderings, {row}: "
                   + "; ".join(f"{ordering(p)}: {p.verdict}" for p in group if ordering(p)) + ".", ""]
@@ -130,10 +131,10 @@ def paired_markdown(pairs: list[Pair], best: bool) -> list[str]:
 
 
 def ordering(pair: Pair) -> str:
-    """The paper's ordering of FT and the baseline, e.g. "FT < KD"; empty without a paper figure."""
+    """The paper's ordering of the method and the baseline, e.g. "FT < KD"; empty without a paper figure."""
     if pair.paper is None:
         return ""
-    return f"{pair.ft} {'<' if pair.paper < 0 else '>' if pair.paper else '='} {pair.baseline}"
+    return f"{pair.method} {'<' if pair.paper < 0 else '>' if pair.paper else '='} {pair.baseline}"
 
 
 # ----------------------------------------------------------------------------- records (CSV, JSON)
@@ -167,7 +168,7 @@ def pair_records(table: Table, part: Part, section: Section, pairs: list[Pair], 
     return [{
         "table": table.key, "part": part.title or "main", "scale": describe_scale(section),
         "row": p.row, "metric": metric_name(table, best),
-        "ft": p.ft, "ft_note": p.ft_note, "baseline": p.baseline, "n": len(p.diffs),
+        "method": p.method, "method_note": p.method_note, "baseline": p.baseline, "n": len(p.diffs),
         "seeds": [s for s, _ in p.diffs], "diffs": [round(d, 6) for _, d in p.diffs],
         "mean": p.mean, "sd": p.sd, "ci_low": None if p.half is None else p.mean - p.half,
         "ci_high": None if p.half is None else p.mean + p.half, "paper_diff": p.paper,

@@ -1,6 +1,7 @@
-"""scripts/report.py's paired comparisons (FT − baseline, seed by seed, same teacher weights) on
-synthetic run folders with known answers: the t quantiles, the intervals, the pairing rules,
-the verdicts against the paper's orderings, and the markdown, JSON and CSV outputs."""
+"""scripts/report.py's paired comparisons (FT − each baseline, each method − the student alone;
+seed by seed, same teacher weights) on synthetic run folders with known answers: the t
+quantiles, the intervals, the pairing rules, the verdicts against the paper's orderings, and
+the markdown, JSON and CSV outputs."""
 
 from __future__ import annotations
 
@@ -92,12 +93,13 @@ def t1_runs(tmp_path):
 
 def test_table1_paired_block(t1_runs):
     text = markdown(t1_runs, "--table", "1")
-    block = text.split("*Paired differences (FT − baseline):*")[1]
+    block = text.split("*Paired differences (method − baseline):*")[1]
     lines = block.splitlines()
-    head = next(i for i, line in enumerate(lines) if line.startswith("| ResNet-20 / ResNet-56: FT − baseline |"))
-    assert cells(lines[head]) == ["ResNet-20 / ResNet-56: FT − baseline", "n", "mean", "95% CI", "paper",
+    head = next(i for i, line in enumerate(lines)
+                if line.startswith("| ResNet-20 / ResNet-56: method − baseline |"))
+    assert cells(lines[head]) == ["ResNet-20 / ResNet-56: method − baseline", "n", "mean", "95% CI", "paper",
                                   "ordering (paper)", "ours"]
-    rows = [cells(line) for line in lines[head + 2:head + 7]]
+    rows = [cells(line) for line in lines[head + 2:head + 11]]
     ft = "FT (k=0.5, best of 2/5)"
     assert rows == [
         [f"{ft} − student", "3", "-2.00", "[-4.48, +0.48]", "-0.93", "FT < student", "holds on the mean only"],
@@ -106,13 +108,23 @@ def test_table1_paired_block(t1_runs):
         [f"{ft} − AT+KD", "3", "+2.00", "[-0.48, +4.48]", "-0.04", "FT < AT+KD", "reversed on the mean"],
         [f"{ft} − FT+KD (k=0.5)", "1", "-0.50", "n=1, no interval", "-0.19", "FT < FT+KD (k=0.5)",
          "holds on the mean only"],
+        # Every method against the student alone, paired by seed: AT is 4 worse in every seed (sd 0);
+        # KD's seed 0 has two runs (two teachers) against one student alone, so it pairs seeds 1, 2
+        # (-5, -7); AT+KD -2, -4, -6; FT+KD seed 0 (-0.5) and seed 1 (5.0 - 9.2).
+        ["AT − student", "3", "+4.00", "[+4.00, +4.00]", "-0.65", "AT < student", "reversed (CI excl. 0)"],
+        ["KD − student", "2", "-6.00", "[-18.71, +6.71]", "-0.59", "KD < student", "holds on the mean only"],
+        ["AT+KD − student", "3", "-4.00", "[-8.97, +0.97]", "-0.89", "AT+KD < student", "holds on the mean only"],
+        ["FT+KD (k=0.5) − student", "2", "-2.35", "[-25.86, +21.16]", "-0.74", "FT+KD (k=0.5) < student",
+         "holds on the mean only"],
     ]
-    assert lines[head + 8] == (
+    assert lines[head + 12] == (
         "Paper orderings, ResNet-20 / ResNet-56: FT < student: holds on the mean only; FT < AT: holds "
         "(CI excl. 0); FT < KD: reversed (CI excl. 0); FT < AT+KD: reversed on the mean; "
-        "FT < FT+KD (k=0.5): holds on the mean only.")
+        "FT < FT+KD (k=0.5): holds on the mean only; AT < student: reversed (CI excl. 0); KD < student: "
+        "holds on the mean only; AT+KD < student: holds on the mean only; FT+KD (k=0.5) < student: "
+        "holds on the mean only.")
     # Rows without FT runs get no block; the k sweep and multi-group parts have none.
-    assert text.count("Paired differences") == 1 and "WRN-40-1: FT − baseline" not in text
+    assert text.count("Paired differences") == 1 and "WRN-40-1: method − baseline" not in text
     # The table itself is unchanged: the student alone averages its four runs.
     assert "| ResNet-20 | ResNet-56 | ours | 7.15 ± 4.22 (n=4) |" in text
 
@@ -120,14 +132,16 @@ def test_table1_paired_block(t1_runs):
 def test_table1_paired_json_and_csv(t1_runs):
     outputs = make_report(t1_runs, "--table", "1", "--format", "json", "csv")
     paired = json.loads(outputs["report-table1.json"])["paired"]
-    assert [r["baseline"] for r in paired] == ["student", "AT", "KD", "AT+KD", "FT+KD (k=0.5)"]
-    by = {r["baseline"]: r for r in paired}
+    assert [(r["method"], r["baseline"]) for r in paired] == [
+        ("FT", "student"), ("FT", "AT"), ("FT", "KD"), ("FT", "AT+KD"), ("FT", "FT+KD (k=0.5)"),
+        ("AT", "student"), ("KD", "student"), ("AT+KD", "student"), ("FT+KD (k=0.5)", "student")]
+    by = {r["baseline"]: r for r in paired if r["method"] == "FT"}
     ce = by["student"]
     assert ce["n"] == 3 and ce["seeds"] == [0, 1, 2] and ce["diffs"] == pytest.approx([-1.0, -2.0, -3.0])
     assert ce["mean"] == pytest.approx(-2.0) and ce["sd"] == pytest.approx(1.0)
     assert ce["ci_low"] == pytest.approx(-2.0 - T_HALF3) and ce["ci_high"] == pytest.approx(-2.0 + T_HALF3)
     assert ce["ci_low"] == pytest.approx(-4.484, abs=1e-3) and ce["ci_high"] == pytest.approx(0.484, abs=1e-3)
-    assert ce["paper_diff"] == pytest.approx(6.85 - 7.78) and ce["ft_note"] == "k=0.5, best of 2/5"
+    assert ce["paper_diff"] == pytest.approx(6.85 - 7.78) and ce["method_note"] == "k=0.5, best of 2/5"
     assert ce["table"] == "1" and ce["row"] == "ResNet-20 / ResNet-56" and ce["metric"] == "last test error (%)"
     assert by["AT"]["ci_high"] == pytest.approx(-6.0 + T_HALF3) and by["AT"]["verdict"] == "holds (CI excl. 0)"
     kd = by["KD"]  # the KD run under another teacher run is in the cell but not in a pair
@@ -138,7 +152,7 @@ def test_table1_paired_json_and_csv(t1_runs):
     assert ftkd["n"] == 1 and ftkd["seeds"] == [0] and ftkd["mean"] == pytest.approx(-0.5)
     assert ftkd["sd"] is None and ftkd["ci_low"] is None and ftkd["ci_high"] is None
     rows = list(csv.DictReader(io.StringIO(outputs["report-table1-paired.csv"])))
-    assert len(rows) == 5 and rows[0]["seeds"] == "0 1 2" and float(rows[0]["ci_high"]) == pytest.approx(0.484, abs=1e-3)
+    assert len(rows) == 9 and rows[0]["seeds"] == "0 1 2" and float(rows[0]["ci_high"]) == pytest.approx(0.484, abs=1e-3)
 
 
 def test_table7_pairs_by_seed_and_teacher_and_best(tmp_path):
@@ -153,7 +167,7 @@ def test_table7_pairs_by_seed_and_teacher_and_best(tmp_path):
         student(root, f"p2-{s}", "ft", "resnet20", s, 7.5, t[s], p, p=2, best=6.5)
     student(root, "ce-short", "ce", "resnet20", 5, 1.0, iters=3000)
     blob = json.loads(make_report(root, "--table", "7", "--format", "json")["report-table7.json"])
-    by = {(r["ft"], r["baseline"]): r for r in blob["paired"] if r["row"].startswith("CIFAR-10")}
+    by = {(r["method"], r["baseline"]): r for r in blob["paired"] if r["row"].startswith("CIFAR-10")}
     assert set(by) == {("FT p=1", "student alone"), ("FT p=2", "student alone"), ("FT p=1", "FT p=2")}
     r = by[("FT p=1", "student alone")]
     assert r["diffs"] == pytest.approx([-1.0, 0.0]) and r["mean"] == pytest.approx(-0.5)
@@ -163,7 +177,7 @@ def test_table7_pairs_by_seed_and_teacher_and_best(tmp_path):
     assert r["diffs"] == pytest.approx([-0.5, 1.5]) and r["paper_diff"] == pytest.approx(-0.03)
     assert r["verdict"] == "reversed on the mean"
     best = json.loads(make_report(root, "--table", "7", "--best", "--format", "json")["report-table7-best.json"])
-    r = next(r for r in best["paired"] if (r["ft"], r["baseline"]) == ("FT p=2", "student alone"))
+    r = next(r for r in best["paired"] if (r["method"], r["baseline"]) == ("FT p=2", "student alone"))
     assert r["diffs"] == pytest.approx([-0.5, -0.5]) and r["sd"] == pytest.approx(0.0)
     assert r["verdict"] == "holds (CI excl. 0)" and r["metric"] == "best test error (%)"  # sd 0
     text = markdown(root, "--table", "7", "--best")
