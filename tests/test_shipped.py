@@ -108,3 +108,14 @@ def test_committed_midscale_report_regenerates_from_the_records(tmp_path, monkey
     monkeypatch.chdir(REPO)
     report.main(["results/midscale", "results/shipped", "--table", "1", "--out", str(tmp_path)])
     assert (tmp_path / "report-table1.md").read_text() == committed.read_text()
+
+
+def test_readme_midscale_lines_are_the_committed_report():
+    """The README's mid-scale tables are lines of results/midscale/report-table1.md, verbatim."""
+    readme = (REPO / "README.md").read_text()
+    start, end = "<!-- copied from results/midscale/report-table1.md -->", "<!-- end of the lines copied"
+    assert start in readme and end in readme
+    block = readme.split(start)[1].split(end)[0]
+    rows = [line for line in block.splitlines() if line.startswith("|")]
+    report_lines = set((MIDSCALE / "report-table1.md").read_text().splitlines())
+    assert len(rows) >= 7 and [r for r in rows if r not in report_lines] == []
