@@ -262,8 +262,8 @@ def fill_table(table: Table, sections: list[Section], best: bool) -> dict:
 # ----------------------------------------------------------------------------- paired comparisons
 # The table's pairs (paper.Part.pairs: FT against each other method of its row, and each method
 # against the student alone), seed by seed: error(method) - error(baseline) over the runs of one
-# section that share the seed and the teacher's weights (the student alone has none: the seed).  Student-t 0.975 quantiles, df = 1..30 (tests/test_report_paired.py recomputes them);
-# beyond, 1.96.
+# section that share the seed and the teacher's weights (the student alone has none: the seed).
+# Student-t 0.975 quantiles, df = 1..30 (tests/test_report_paired.py recomputes them); beyond, 1.96.
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
         2.052, 2.048, 2.045, 2.042)

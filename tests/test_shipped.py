@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
 import demo_summary  # noqa: E402
+import report  # noqa: E402
 import ship_run  # noqa: E402
 
 SHIPPED = REPO / "results" / "shipped"
@@ -69,14 +70,10 @@ MIDSCALE = REPO / "results" / "midscale"
 PER_RUN = {"method", "seed", "out", "teacher", "paraphraser", "kd_form"}
 
 
-def midscale_runs() -> list[Path]:
-    return sorted(p.parent for p in MIDSCALE.glob("folder/*/final.json"))
-
-
 def test_midscale_records_are_finished_runs_of_one_row_on_the_shipped_teacher():
     """results/midscale/: records only, every run 4,000 iterations on all images with the same
     flags, taught by the shipped teacher (its fingerprint) and paraphraser."""
-    runs = midscale_runs()
+    runs = sorted(p.parent for p in MIDSCALE.glob("folder/*/final.json"))
     assert runs, "no finished mid-scale run under results/midscale/folder"
     teacher, _ = load_classifier(TEACHER)
     para, _ = load_paraphraser(PARA)
@@ -90,7 +87,7 @@ def test_midscale_records_are_finished_runs_of_one_row_on_the_shipped_teacher():
         same = {k: v for k, v in args.items() if k not in PER_RUN}
         assert shared is None or same == shared, f"{run}: flags differ from the other runs"
         shared = same
-        made = json.loads((run / "args.json").read_text())["run"]
+        made = last["run"]
         if args["method"] != "ce":
             assert made["teacher"]["fingerprint"] == fingerprint(teacher), run
         if args["method"] == "ft":
@@ -100,8 +97,6 @@ def test_midscale_records_are_finished_runs_of_one_row_on_the_shipped_teacher():
 def test_committed_midscale_report_regenerates_from_the_records(tmp_path, monkeypatch):
     """results/midscale/report-table1.md is what `scripts/report.py results/midscale
     results/shipped --table 1` makes of the committed records, nothing edited by hand."""
-    import report
-
     committed = MIDSCALE / "report-table1.md"
     assert committed.exists(), "make it: python scripts/report.py results/midscale results/shipped --table 1 " \
                                "--out results/midscale"
