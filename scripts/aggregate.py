@@ -20,10 +20,11 @@ from pathlib import Path
 from paper import Cell, Part, Table, student_id, teacher_id  # paper puts the repository on sys.path
 from utils.run import ADDED_ARGS as ADDED_DEFAULTS
 
-# Arguments that name a run rather than define it (the float32 fast paths change rounding only).
+# Arguments that name a run rather than define it (the float32 fast paths, TF32 and cuDNN's
+# choice of algorithms change rounding only).
 PER_RUN_ARGS = {"seed", "out", "force", "device", "progress", "data_root", "eval_batch_size",
                 "save_every", "eval_every", "teacher", "paraphraser", "compile", "channels_last",
-                "fold_bn", "cuda_graph", "default_iters"}
+                "fold_bn", "cuda_graph", "default_iters", "tf32", "deterministic"}
 SCALE_ARGS = {"iters", "train_subset", "test_subset", "recipe"}
 
 

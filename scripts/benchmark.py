@@ -162,7 +162,7 @@ class Ours:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits, losses, total = self.step(x, y)
-            self.window = add_to_window(self.window, losses, logits, y, total, self.iteration)
+            self.window = add_to_window(self.window, losses, logits, y, total)
             self.iteration += 1
         return steps * len(y)
 

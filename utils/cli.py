@@ -107,6 +107,15 @@ def add_run_args(parser: argparse.ArgumentParser, *, eval_every: int = 1000) -> 
     g.add_argument("--cuda-graph", action="store_true",
                    help="capture the whole training step as one CUDA graph and replay it (no kernel-launch "
                         "overhead; off until measured; on the CPU the same protocol runs eagerly)")
+    g.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=False,
+                   help="CUDA only: TF32 for convolutions and matrix products (Ampere and later GPUs: "
+                        "products of 10-bit-mantissa inputs, float32 sums); off: IEEE float32, as the "
+                        "paper's GPUs computed.  PyTorch's own default turns it on for cuDNN "
+                        "convolutions (default: off)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="CUDA only: cuDNN's deterministic algorithms instead of its autotuner's "
+                        "fastest, so that two runs of one command, and a resumed run, give the same "
+                        "numbers (slower) (default: off)")
     g.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="fold the frozen teacher's / paraphraser's BatchNorms into their convolutions "
                         "(same function, float32 rounding differs; default: auto, on for the CPU, "
@@ -204,6 +213,7 @@ def check_schedule(args: argparse.Namespace) -> None:
 
 def run_main(main, parser: argparse.ArgumentParser, argv: list[str] | None = None) -> None:
     """Parse, run, and turn a UserError into a one-line message and exit status 2."""
+    from utils import distributed
     from utils.train import Interrupted
 
     def one_line_error(message: str):
@@ -220,3 +230,5 @@ def run_main(main, parser: argparse.ArgumentParser, argv: list[str] | None = Non
     except Interrupted as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         sys.exit(128 + exc.signum)
+    finally:
+        distributed.teardown()  # under torchrun: leave the process group before exit

@@ -37,6 +37,13 @@ def setup(device: torch.device) -> torch.device:
     return device
 
 
+def teardown() -> None:
+    """Leave the process group, if this process joined one: NCCL warns, and can hang at
+    exit, when a process group is left for the interpreter to destroy."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 

@@ -24,8 +24,11 @@ where `scripts/benchmark.py` measures both faster, and off on CUDA until measure
 `prepare_task(task, device, ...)` applies these to a task before training: what `fit`
 does, and what the benchmark times as `fit`'s step.
 
-`configure_backends(device)`: on CUDA, cuDNN's autotuner picks the fastest convolution
-algorithm for each shape (the shapes of a CIFAR run never change).
+`configure_backends(device, tf32, deterministic)`: on CUDA, cuDNN's autotuner picks the
+fastest convolution algorithm for each shape (the shapes of a CIFAR run never change)
+unless --deterministic; convolutions and matrix products run in IEEE float32 unless
+--tf32 (PyTorch's own default is TF32 for cuDNN convolutions: a decision, recorded in
+final.json's "backends").
 """
 
 from __future__ import annotations
@@ -61,11 +64,20 @@ def keep_freed_memory() -> bool:
     return _done
 
 
-def configure_backends(device: torch.device) -> None:
-    """Process-wide settings for training on `device` (see the module docstring)."""
+def configure_backends(device: torch.device, tf32: bool = False, deterministic: bool = False) -> dict:
+    """Process-wide settings for training on `device` (see the module docstring); returns
+    what they are, for final.json.  On CUDA: TF32 for convolutions and matrix products only
+    with `tf32` (PyTorch's default allows it for convolutions), cuDNN's autotuner unless
+    `deterministic`, which takes cuDNN's deterministic algorithms instead."""
     keep_freed_memory()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+    return {"tf32": cuda and tf32, "cudnn_benchmark": cuda and not deterministic,
+            "cudnn_deterministic": cuda and deterministic}
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

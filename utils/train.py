@@ -208,7 +208,8 @@ def fit(stage: Stage, data, run: RunDir, args) -> dict:
 
 def _fit(stage: Stage, data, run: RunDir, args) -> dict:
     device = data.device
-    perf.configure_backends(device)
+    backends = perf.configure_backends(device, getattr(args, "tf32", False),
+                                       getattr(args, "deterministic", False))
     main = distributed.is_main()
     if distributed.active() and getattr(args, "sync_bn", False):
         for module in stage.trainable.values():
@@ -297,7 +298,7 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
                     x = x.contiguous(memory_format=torch.channels_last)
                 logits, losses, total = step(x, y)
 
-                window = add_to_window(window, losses, logits, y, total, it)
+                window = add_to_window(window, losses, logits, y, total)
                 bar.update(1)
 
                 done = it + 1
@@ -332,7 +333,8 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
     result = {
         f"{stage.primary}_last": metrics[stage.primary], f"{stage.primary}_best": best,
         "best_iter": best_iter, "iters": args.iters, "wall_time_s": record["wall_time_s"],
-        "kind": stage.kind, "last": final_metrics, "fast_paths": fast, "run": stage.identity,
+        "kind": stage.kind, "last": final_metrics, "fast_paths": fast, "backends": backends,
+        "run": stage.identity,
     }
     if main:
         run.write_final(result)
@@ -341,10 +343,13 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
 
 
 def add_to_window(window: dict | None, losses: dict, logits: torch.Tensor | None, y: torch.Tensor,
-                  total: torch.Tensor, iteration: int) -> dict:
+                  total: torch.Tensor) -> dict:
     """Add one step to the on-device sums of each loss part and the training error since
-    the last evaluation (a new window when `window` is None), with no host sync.  A NaN
-    stays NaN in its sum; `first_bad` keeps the first step whose total was not finite."""
+    the last evaluation (a new window when `window` is None), with no host sync: every
+    tensor a step adds is computed on the device from device tensors (a tensor made from a
+    Python number would be a blocking host-to-device copy on CUDA).  A NaN stays NaN in
+    its sum; `first_bad` keeps the position in the window (1-based) of the first step whose
+    total was not finite, -1 while none was (`_read_window` turns it into an iteration)."""
     device = total.device
     parts = {k: v.detach().float() for k, v in losses.items()}
     if logits is not None:
@@ -353,8 +358,7 @@ def add_to_window(window: dict | None, losses: dict, logits: torch.Tensor | None
         window = {k: torch.zeros((), device=device) for k in (*parts, "steps", "first_bad")}
         window["first_bad"] -= 1
     bad = ~torch.isfinite(total.detach())
-    window["first_bad"] = torch.where(bad & (window["first_bad"] < 0),
-                                      torch.tensor(float(iteration + 1), device=device), window["first_bad"])
+    window["first_bad"] = torch.where(bad & (window["first_bad"] < 0), window["steps"] + 1, window["first_bad"])
     for k, v in parts.items():
         window[k] += v
     window["steps"] += 1
@@ -372,12 +376,13 @@ def _read_window(window: dict, done: int) -> dict:
         torch.distributed.all_reduce(flagged, op=torch.distributed.ReduceOp.MIN)
         first_bad = torch.where(torch.isinf(flagged), torch.full_like(flagged, -1.0), flagged)
     values = dict(zip(keys, stacked.tolist()))
-    values["first_bad"] = first_bad.item()
+    first_bad = first_bad.item()
     steps = values.pop("steps")
-    first_bad = values.pop("first_bad")
     if first_bad >= 0 or not all(math.isfinite(v) for v in values.values()):
         parts = sorted(k for k, v in values.items() if not math.isfinite(v))
-        where = f"iteration {int(first_bad)}" if first_bad >= 0 else f"the iterations before {done}"
+        # the window's steps are iterations done - steps + 1 .. done (1-based)
+        where = (f"iteration {int(done - steps + first_bad)}" if first_bad >= 0
+                 else f"the iterations before {done}")
         raise TrainingDiverged(
             f"loss became NaN/inf at {where} (parts: {', '.join(parts) or 'total'}); the last good "
             f"checkpoint is kept; lower --lr (or use BN / --recon-loss l1) and re-run with --force")
