@@ -193,3 +193,28 @@ def test_the_full_schedule_is_the_papers():
     import paper
 
     assert dc.FULL_ITERS == PAPER_ITERS == paper.PAPER_ITERS[0]
+
+
+def test_a_graphed_stretch_must_learn_and_follow_the_eager_one():
+    """A graph that stopped updating the weights finishes with finite numbers: the check
+    catches it by its flat loss and by its distance from the eager stretch."""
+    eager = [{"iter": i, "loss_ce": c, "loss_ft": 0.1} for i, c in ((500, 2.0), (1000, 1.5), (1500, 1.2))]
+    follows = [{"iter": i, "loss_ce": c, "loss_ft": 0.1} for i, c in ((500, 2.1), (1000, 1.4), (1500, 1.25))]
+    frozen = [{"iter": i, "loss_ce": 2.3, "loss_ft": 0.1} for i in (500, 1000, 1500)]
+    assert dc.graph_follows_eager(follows, eager, require_fall=True) == []
+    problems = dc.graph_follows_eager(frozen, eager, require_fall=True)
+    assert "did not fall" in problems[0] and "from the eager run's" in problems[1]
+    # without the eager stretch (skipped for the budget) the fall alone is checked
+    assert dc.graph_follows_eager(follows, [], require_fall=True) == []
+    assert len(dc.graph_follows_eager(frozen, [], require_fall=True)) == 1
+
+
+def test_a_check_cut_by_the_budget_is_skipped_not_failed(tmp_path):
+    """Only the budget ran out: the record is a skip with its reason, and the summary is OK."""
+    args = dc.get_args_parser().parse_args([str(tmp_path / "out"), "--device", "cpu", "--quick"])
+    check = dc.Check(args)
+    check.out.mkdir(parents=True)
+    check.budget_cut("kill-resume", "the resumed run", dc.time.monotonic(), command="x")
+    ok, text = check.summary()
+    assert ok and check.status("kill-resume") == "skipped"
+    assert "skipped: kill-resume (budget: the resumed run was cut" in text
