@@ -1,0 +1,84 @@
+"""scripts/gpu_check.sh, the one command for a lent GPU, end to end in its CPU mode (--tiny):
+the six runs of the row as scripts/table1.sh issues them, started in the row's order beside
+the checks; exactly three plain-named files in OUT (the device tool returns at most 8); a
+run cut by the budget reported as skipped, a run that fails reported as a failure."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "gpu_check.sh"
+ROW = ["teacher-resnet56-s0", "para-resnet56-k0.5-s0", "ft-resnet20-from-resnet56-k0.5-s0", "ce-resnet20-s0",
+       "kd-resnet20-from-resnet56-s0", "at-resnet20-from-resnet56-s0"]
+
+
+def gpu_check(out: Path, *flags: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    environ = {**os.environ, "PYTHON": sys.executable, **(env or {})}
+    environ.pop("FT_CACHE_DIR", None)
+    proc = subprocess.run(["bash", str(SCRIPT), str(out), "--tiny", *flags], cwd=REPO, env=environ,
+                          capture_output=True, text=True, timeout=600)
+    return proc, json.loads((out / "gpu_check.json").read_text())
+
+
+def check_out_folder(out: Path) -> None:
+    """What the device tool can return: at most 8 files, plain names, no subfolders."""
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["gpu_check.json", "gpu_check.log", "records.tar.gz"]
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", f) and (out / f).is_file() for f in files)
+
+
+@pytest.mark.slow
+def test_the_whole_command_trains_the_row_in_order_and_returns_three_files(tmp_path):
+    out = tmp_path / "out"
+    proc, doc = gpu_check(out, "--row-flags=--cuda-graph")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    check_out_folder(out)
+    assert doc["ok"] is True and doc["finished"] is True and doc["failures"] == []
+    row = doc["row"]
+    assert list(row) == ROW and all(row[n]["status"] == "finished" for n in ROW)
+    # table1.sh's own command lines, with the row's flags added
+    assert all(" train_" in row[n]["command"] and "--cuda-graph" in row[n]["command"] for n in ROW)
+    assert "--method ft" in row[ROW[2]]["command"] and "--beta 500" in row[ROW[2]]["command"]
+    # the student alone starts beside the teacher; FT only once the paraphraser is done
+    start = {n: row[n]["started_s"] for n in ROW}
+    assert start["ce-resnet20-s0"] < start["para-resnet56-k0.5-s0"]
+    assert start["ft-resnet20-from-resnet56-k0.5-s0"] >= start["para-resnet56-k0.5-s0"] + row[ROW[1]]["seconds"] - 1
+    assert row["teacher-resnet56-s0"]["final"]["test_error_last"] == row["teacher-resnet56-s0"]["test_error"]
+    assert "| ResNet-20 | ResNet-56 | ours |" in doc["row_report"]
+    with tarfile.open(out / "records.tar.gz") as tar:
+        names = set(tar.getnames())
+    for n in ROW:
+        assert {f"row/folder/{n}/{f}" for f in ("args.json", "metrics.jsonl", "final.json")} <= names
+    assert "check/device_check.json" in names and "report/report-table1.md" in names
+
+
+def test_a_run_cut_by_the_budget_is_skipped_and_one_that_fails_is_a_failure(tmp_path):
+    # the budget: the teacher and the student alone are stopped at the deadline (each saves
+    # its checkpoint), the runs that need the teacher never start; nothing failed
+    out = tmp_path / "cut"
+    proc, doc = gpu_check(out, "--row-flags=", "--budget-s", "45", env={"ITERS": "5000", "TEACHER_ITERS": "5000",
+                                                                       "EVAL_EVERY": "2"})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    check_out_folder(out)
+    row = doc["row"]
+    assert row["teacher-resnet56-s0"]["status"] == "cut" and row["ce-resnet20-s0"]["status"] == "cut"
+    assert row["teacher-resnet56-s0"]["reason"].startswith("budget")
+    assert all(row[n]["status"] == "not started" for n in ROW if n not in ("teacher-resnet56-s0", "ce-resnet20-s0"))
+    assert doc["ok"] is True and doc["failures"] == [] and "row/teacher-resnet56-s0" in doc["skipped"]
+    assert row["ce-resnet20-s0"]["last_iter"] >= 2 and "extrapolated" in row["ce-resnet20-s0"]["full_schedule_s"]
+    # a real error: every run refuses an unknown flag; retried once without --cuda-graph, still failing
+    out = tmp_path / "bad"
+    proc, doc = gpu_check(out, "--row-flags=--cuda-graph --no-such-flag", env={"ITERS": "4"})
+    assert proc.returncode == 1
+    check_out_folder(out)
+    assert "row/teacher-resnet56-s0" in doc["failures"] and doc["ok"] is False
+    teacher = doc["row"]["teacher-resnet56-s0"]
+    assert teacher["status"] == "failed" and "graph_failure" in teacher and "--no-such-flag" in teacher["error_tail"]
+    assert doc["summary"].startswith("gpu_check: FAILED")
