@@ -355,7 +355,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="the CIFAR-10 copy (default: data/cifar10-jpeg.tar.gz, carried to the GPU)")
     parser.add_argument("--row-flags", default=ROW_FLAGS,
                         help=f"speed flags added to every run of the row (default: {ROW_FLAGS})")
-    parser.add_argument("--slots", type=int, default=4, help="row runs at a time on the GPU (default: 4)")
+    parser.add_argument("--slots", type=int, default=2,
+                        help="row runs at a time on the GPU; the second fills the first one's gaps "
+                             "(start-up, evaluations, host work) (default: 2)")
     parser.add_argument("--scratch", default=None, help="run folders and data (default: a new temporary folder)")
     parser.add_argument("--tiny", action="store_true",
                         help="the CPU mode: a few iterations a run on a generated set, the CUDA tests skipped")
