@@ -21,6 +21,9 @@ The checks, in order of importance (docs/device_check.md says why each is built 
                     held-out reconstruction loss) lower at the end than at the first evaluation.
   fast/<run>        the same with --amp bf16 --channels-last --fold-bn, and --compile for one
                     method (--compile-method).
+  graph/<run>       the fast flags and --cuda-graph (every method but KTAN, whose second
+                    optimizer cannot be captured): the same, and the loss must fall and stay
+                    within 25% of fast/<run>'s at each evaluation.
   kill-resume       an FT student killed with SIGKILL mid-run and re-run with the same
                     command, against an uninterrupted run: bit-for-bit equal where the device
                     is deterministic (the CPU; on CUDA, when two uninterrupted runs are
@@ -69,9 +72,12 @@ import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-GROUPS = ("environment", "default", "fast", "kill-resume", "distributed", "benchmark", "ft-timing",
+GROUPS = ("environment", "default", "fast", "graph", "kill-resume", "distributed", "benchmark", "ft-timing",
           "ft-timing-fast", "ft-timing-graph")
 FAST_FLAGS = ["--amp", "bf16", "--channels-last", "--fold-bn"]
+# graph/: the fast flags and the captured step, for every method whose step is one optimizer's
+# (KTAN's discriminator has a second one; train_student.py refuses --cuda-graph for it)
+GRAPH_REFUSED = {"ktan"}
 INJECTED = "--device-check-injected-failure"  # an argument no script knows: argparse exits 2
 FULL_ITERS = 64_000
 STUDENT_ARCH = "resnet20"
@@ -86,21 +92,21 @@ PROFILES = {
                  entry_cap_s=75, compile_cap_s=200, compile_method="ft", require_fall=True,
                  synthetic_train=500, synthetic_test=100, real_test_subset=2000, bench_args=["--quick"],
                  bench_cap_s=150, env_cap_s=90, dist_cap_s=90,
-                 reserve={"kill-resume": 45, "distributed": 30, "benchmark": 90, "ft-timing": 45,
+                 reserve={"graph": 45, "kill-resume": 45, "distributed": 30, "benchmark": 90, "ft-timing": 45,
                           "ft-timing-fast": 40, "ft-timing-graph": 0}),
     "cuda-quick": dict(budget_s=240, iters=100, eval_every=20, batch_size=128, teacher_arch="resnet56",
                        kill_iters=200, kill_eval_every=50, stretch_iters=1000, stretch_eval_every=250,
                        entry_cap_s=60, compile_cap_s=200, compile_method="none", require_fall=True,
                        synthetic_train=300, synthetic_test=50, real_test_subset=1000, bench_args=["--quick"],
                        bench_cap_s=120, env_cap_s=90, dist_cap_s=60,
-                       reserve={"kill-resume": 25, "distributed": 20, "benchmark": 40, "ft-timing": 20,
+                       reserve={"graph": 30, "kill-resume": 25, "distributed": 20, "benchmark": 40, "ft-timing": 20,
                                 "ft-timing-fast": 20, "ft-timing-graph": 0}),
     "cpu": dict(budget_s=1800, iters=20, eval_every=10, batch_size=32, teacher_arch="resnet56",
                 kill_iters=12, kill_eval_every=3, stretch_iters=40, stretch_eval_every=20,
                 entry_cap_s=300, compile_cap_s=600, compile_method="none", require_fall=False,
                 synthetic_train=32, synthetic_test=16, real_test_subset=500, real_train_subset=2000, bench_args=["--quick"],
                 bench_cap_s=400, env_cap_s=120, dist_cap_s=300,
-                reserve={"kill-resume": 60, "distributed": 0, "benchmark": 60, "ft-timing": 60,
+                reserve={"graph": 60, "kill-resume": 60, "distributed": 0, "benchmark": 60, "ft-timing": 60,
                          "ft-timing-fast": 60, "ft-timing-graph": 0}),
     # The CPU's --quick: the smallest runs that still go through every path (a few
     # minutes on 2 busy cores; tests/test_device_check.py runs it).
@@ -115,7 +121,7 @@ PROFILES = {
                                   "--window-steps", "1", "--warmup", "1", "--fast", "",
                                   "--synthetic-size", "64", "--num-workers", "0", "--retries", "0"],
                       bench_cap_s=200, env_cap_s=120, dist_cap_s=200,
-                      reserve={"kill-resume": 30, "distributed": 0, "benchmark": 30, "ft-timing": 20,
+                      reserve={"graph": 30, "kill-resume": 30, "distributed": 0, "benchmark": 30, "ft-timing": 20,
                                "ft-timing-fast": 20, "ft-timing-graph": 0}),
 }
 
@@ -793,7 +799,7 @@ class Check:
         p = self.profile
         n, e = str(p["iters"]), str(p["eval_every"])
         root = self.runs_dir / group
-        flags = self.fast_flags if group == "fast" else []
+        flags = {"default": [], "fast": self.fast_flags, "graph": [*self.fast_flags, "--cuda-graph"]}[group]
         entries = [
             {"name": f"{group}/teacher", "script": "train_teacher.py", "needs": [],
              "argv": [*self.common(), "--arch", p["teacher_arch"], "--iters", n, "--eval-every", e,
@@ -803,6 +809,8 @@ class Check:
                       "--eval-every", e, "--out", str(root / "paraphraser"), *flags]},
         ]
         for m in self.methods:
+            if group == "graph" and m in GRAPH_REFUSED:
+                continue
             extra = list(flags)
             if group == "fast" and m == p["compile_method"]:
                 extra.append("--compile")
@@ -886,7 +894,7 @@ class Check:
 
     # ---------------------------------------------------------------- 2-3. stage runs in a worker
     def check_stage_groups(self) -> None:
-        groups = [g for g in ("default", "fast") if g in self.selected]
+        groups = [g for g in ("default", "fast", "graph") if g in self.selected]
         if self.methods is None:
             if not self.env_ok:  # the method registry is unknown too
                 for g in groups:
@@ -894,11 +902,11 @@ class Check:
                 return
             self.methods = list(self.environment["methods"])
         needed = set()
-        if "default" not in groups and self.selected & {"fast", "kill-resume", "distributed", "ft-timing",
+        if "default" not in groups and self.selected & {"fast", "graph", "kill-resume", "distributed", "ft-timing",
                                                           "ft-timing-fast", "ft-timing-graph"}:
             needed = {"default/teacher", "default/paraphraser"}  # later checks need them: train them anyway
         pending = []
-        for g in ("default", "fast"):
+        for g in ("default", "fast", "graph"):
             for e in self.stage_entries(g):
                 if g in groups or e["name"] in needed:
                     e["group"] = g
@@ -1009,7 +1017,7 @@ class Check:
     def finish_entry(self, e: dict, rec: dict) -> None:
         out = Path(e["out"])
         fields = {"command": self.cli(e), "seconds": rec["seconds"], "process": "shared worker",
-                  "flags": "fast" if e["group"] == "fast" else "default", "compile": e["compile"]}
+                  "flags": e["group"], "compile": e["compile"]}
         if rec["rc"] != 0:
             last = [x for x in rec["tail"].splitlines() if x.strip()]
             self.failed(e["name"], f"exit {rec['rc']}: {last[-1][:300] if last else 'no output'}",
@@ -1023,6 +1031,13 @@ class Check:
                                                                info["steady_s_per_iter"]), 1)
             fields["extrapolated_note"] = (f"extrapolated from {info['iters']} iterations (evaluations every "
                                            f"{self.profile['eval_every']}); see ft-timing for the measured stretch")
+        if e["group"] == "graph":  # the captured step must learn as the eager one with the same flags
+            eager = e["name"].replace("graph/", "fast/", 1)
+            if self.status(eager) == "ok":
+                problems += graph_follows_eager(read_jsonl(out / "metrics.jsonl"),
+                                                read_jsonl(Path(e["out"].replace("/graph/", "/fast/"))
+                                                           / "metrics.jsonl"), self.profile["require_fall"])
+                fields["graph_vs_eager"] = f"compared with {eager}"
         if problems:
             self.failed(e["name"], "; ".join(problems), error_tail=rec["tail"], **fields)
         else:

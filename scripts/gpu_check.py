@@ -17,9 +17,9 @@ Two things run side by side from the start (docs/gpu.md says why and what each c
               the full schedule's time extrapolated from their steady rate, labelled as such.
   the checks  tests/test_cuda_paths.py under pytest (its CUDA-only tests: no host sync in a
               stream of steps, one graph launch a step, graphed vs eager across a milestone and
-              a resume), then scripts/device_check.py --quick (every stage and method eager and
-              with the fast flags, kill and resume, bf16, the benchmark's step rates, graphed vs
-              eager stretches), on what the budget leaves it.
+              a resume), then scripts/device_check.py --quick (every stage and method eager, with
+              the fast flags and graphed, kill and resume, bf16, the benchmark's step rates,
+              graphed vs eager stretches), on what the budget leaves it.
 
 OUT receives three files (the device tool returns at most 8, with plain names):
 

@@ -46,8 +46,9 @@ def test_cpu_quick_runs_every_check_end_to_end(tmp_path):
     checks = by_name(doc)
     expected = {"environment", "kill-resume", "distributed", "benchmark", "ft-timing", "ft-timing-fast",
                 "ft-timing-graph"}
-    for group in ("default", "fast"):
-        expected |= {f"{group}/teacher", f"{group}/paraphraser"} | {f"{group}/student-{m}" for m in METHODS}
+    for group in ("default", "fast", "graph"):
+        expected |= {f"{group}/teacher", f"{group}/paraphraser"} | {f"{group}/student-{m}" for m in METHODS
+                                                                    if not (group == "graph" and m == "ktan")}
     assert set(checks) == expected
     assert doc["ok"] is True and doc["finished"] is True and doc["failures"] == []
     # the one skip is the explicit one, and it says why
@@ -72,7 +73,7 @@ def test_cpu_quick_runs_every_check_end_to_end(tmp_path):
     log = (out / "device_check.log").read_text()
     assert log.strip().splitlines()[-1].split("] ", 1)[1] == doc["summary"]
     assert "--cuda-graph" in checks["ft-timing-graph"]["command"]
-    assert doc["summary"].startswith("device_check: OK, 26 checks passed; skipped: distributed")
+    assert doc["summary"].startswith("device_check: OK, 35 checks passed; skipped: distributed")
     assert not (out / "tmp").exists()
     assert (out / "runs" / "default__student-ktan" / "final.json").exists()
 
