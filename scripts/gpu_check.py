@@ -349,8 +349,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="seconds for everything (default: 540; --tiny: 240)")
     parser.add_argument("--reserve-s", type=float, default=25.0,
                         help="seconds kept at the end to stop the row, report and pack (default: 25)")
-    parser.add_argument("--check-budget-s", type=float, default=150.0,
-                        help="the device check's budget, beside the row (default: 150)")
+    parser.add_argument("--check-budget-s", type=float, default=240.0,
+                        help="the device check's budget, beside the row (default: 240, its --quick "
+                             "profile's, whose reserves need it)")
     parser.add_argument("--data", default=str(REPO / "data" / "cifar10-jpeg.tar.gz"),
                         help="the CIFAR-10 copy (default: data/cifar10-jpeg.tar.gz, carried to the GPU)")
     parser.add_argument("--row-flags", default=ROW_FLAGS,
