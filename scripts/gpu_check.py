@@ -35,8 +35,6 @@ Exit status 1 when a check failed or a row run failed (not when the budget cut i
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import shlex
 import shutil
@@ -49,9 +47,9 @@ import threading
 import time
 from pathlib import Path
 
-import device_check as dc  # scripts/ is this script's folder: its helpers, not copies of them
+from device_checks import analysis, common, environment  # scripts/: the device check's helpers
 
-REPO = dc.REPO
+REPO = common.REPO
 ROW = ("teacher-resnet56-s0", "para-resnet56-k0.5-s0", "ft-resnet20-from-resnet56-k0.5-s0", "ce-resnet20-s0",
        "kd-resnet20-from-resnet56-s0", "at-resnet20-from-resnet56-s0")  # the order runs are started in
 ROW_FLAGS = "--cuda-graph --amp bf16 --channels-last"
@@ -93,7 +91,7 @@ class Row(threading.Thread):
         super().__init__(daemon=True)
         self.commands, self.slots, self.deadline, self.env, self.report = commands, slots, deadline, env, report
         self.state = {name: {"status": "waiting", "command": shlex.join(commands[name])} for name in ROW}
-        self.procs: dict[str, dc.Proc] = {}
+        self.procs: dict[str, common.Proc] = {}
         self.retried: set[str] = set()
 
     def out(self, name: str) -> Path:
@@ -117,9 +115,9 @@ class Row(threading.Thread):
         self.stop()
 
     def launch(self, name: str) -> None:
-        self.state[name].update(status="running", started_s=round(time.monotonic() - dc.T0, 1),
+        self.state[name].update(status="running", started_s=round(time.monotonic() - common.T0, 1),
                                 command=shlex.join(self.commands[name]))
-        self.procs[name] = dc.Proc(self.commands[name], f"row/{name}", self.env)
+        self.procs[name] = common.Proc(self.commands[name], f"row/{name}", self.env)
         self.report()
 
     def reap(self) -> None:
@@ -165,21 +163,21 @@ class Row(threading.Thread):
 def summarise(out: Path) -> dict:
     """Where a run stands: its last evaluation and, from its steady rate, the time of its
     whole schedule (measured when finished, extrapolated otherwise, and said so)."""
-    lines = dc.read_jsonl(out / "metrics.jsonl")
-    args = (dc.read_json(out / "args.json") or {}).get("args", {})
+    lines = common.read_jsonl(out / "metrics.jsonl")
+    args = (common.read_json(out / "args.json") or {}).get("args", {})
     iters = args.get("iters")
     info = {"iters": iters, "last_iter": lines[-1]["iter"] if lines else 0}
     if lines:
         last = lines[-1]
         info.update({k: last[k] for k in ("test_error", "recon_holdout") if k in last})
         info["wall_time_s"] = last.get("wall_time_s")
-    spi = dc.steady_seconds_per_iter(lines)
+    spi = analysis.steady_seconds_per_iter(lines)
     if spi:
         info["steady_ms_per_iter"] = round(1e3 * spi, 3)
         if iters and info["last_iter"] < iters:
             total = lines[-1]["wall_time_s"] + (iters - info["last_iter"]) * spi
             info["full_schedule_s"] = f"extrapolated: {total:.0f} s (steady rate x the iterations left)"
-    final = dc.read_json(out / "final.json")
+    final = common.read_json(out / "final.json")
     if final:
         info["full_schedule_s"] = f"measured: {final.get('wall_time_s', 0):.0f} s of training"
         info["final"] = {k: final[k] for k in final if k.endswith(("_last", "_best"))}
@@ -191,7 +189,7 @@ class GpuCheck:
         self.args, self.out = args, Path(args.out).resolve()
         self.scratch = Path(args.scratch or tempfile.mkdtemp(prefix="gpu_check_"))
         self.budget = args.budget_s if args.budget_s is not None else (240.0 if args.tiny else 540.0)
-        self.deadline = dc.T0 + self.budget - args.reserve_s
+        self.deadline = common.T0 + self.budget - args.reserve_s
         self.device = "cpu" if args.tiny else "cuda"
         self.checks: list[dict] = []
         self.row: Row | None = None
@@ -203,7 +201,7 @@ class GpuCheck:
 
     def record(self, name: str, status: str, **fields) -> None:
         self.checks.append({"name": name, "status": status, **fields})
-        dc.say(f"{name}: {status.upper()}" + (f" - {fields['reason']}" if fields.get("reason") else ""))
+        common.say(f"{name}: {status.upper()}" + (f" - {fields['reason']}" if fields.get("reason") else ""))
         self.write()
 
     def failures(self) -> list[str]:
@@ -221,15 +219,15 @@ class GpuCheck:
             done = [n for n, s in row.items() if s["status"] == "finished"]
             summary = (f"gpu_check: {'FAILED ' + ', '.join(failures) if failures else 'OK'}; row: {len(done)} of "
                        f"{len(ROW)} runs finished; {len(skipped)} skipped; "
-                       f"{time.monotonic() - dc.T0:.0f} s of {self.budget:.0f}")
-            dc.write_json_atomic(self.out / "gpu_check.json", {
+                       f"{time.monotonic() - common.T0:.0f} s of {self.budget:.0f}")
+            common.write_json_atomic(self.out / "gpu_check.json", {
                 "ok": (not failures) if final else None, "finished": final, "summary": summary,
-                "device": self.device, "budget_s": self.budget, "wall_s": round(time.monotonic() - dc.T0, 1),
+                "device": self.device, "budget_s": self.budget, "wall_s": round(time.monotonic() - common.T0, 1),
                 "row_flags": self.args.row_flags, "slots": self.args.slots, "failures": failures,
                 "skipped": skipped, "checks": self.checks, "row": row, "row_report": self.report_text,
                 "files": list(FILES)})
         if final:
-            dc.say(summary)
+            common.say(summary)
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -239,26 +237,26 @@ class GpuCheck:
         if box < 10:
             self.record(name, "skipped", reason=f"budget: {max(box, 0):.0f} s left")
             return {}
-        r = dc.run_command(cmd, name, self.env, box)
-        fields = {"command": dc.shown(cmd), "seconds": round(r["seconds"], 1)}
+        r = common.run_command(cmd, name, self.env, box)
+        fields = {"command": common.shown(cmd), "seconds": round(r["seconds"], 1)}
         if r["timed_out"]:
             self.record(name, "skipped", reason=f"budget: cut after {box:.0f} s", **fields)
         elif r["rc"] != 0:
             self.record(name, "failed", reason=f"exit {r['rc']}", error_tail=r["tail"], **fields)
         else:
-            self.record(name, "ok", tail=dc.tail_text(r["tail"], 600), **fields)
+            self.record(name, "ok", tail=common.tail_text(r["tail"], 600), **fields)
         return r
 
     def run(self) -> int:
         self.out.mkdir(parents=True, exist_ok=True)
         self.scratch.mkdir(parents=True, exist_ok=True)
-        dc.say(f"gpu_check: {self.device}, budget {self.budget:.0f} s, out {self.out}, scratch {self.scratch}")
+        common.say(f"gpu_check: {self.device}, budget {self.budget:.0f} s, out {self.out}, scratch {self.scratch}")
         self.write()
         import torch
 
         env = {"torch": torch.__version__, "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
                "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-               "git": dc.git_info(), "nvidia_smi": dc.nvidia_smi()}
+               "git": environment.git_info(), "nvidia_smi": environment.nvidia_smi()}
         if self.device == "cuda" and not torch.cuda.is_available():
             self.record("environment", "failed", reason="no CUDA device: this command is for a GPU (--tiny on a CPU)",
                         **env)
@@ -290,7 +288,7 @@ class GpuCheck:
         self.command("device-check", [sys.executable, "-u", "scripts/device_check.py", str(self.scratch / "check"),
                                       *dc_flags, "--budget-s", f"{max(check_budget, 0):.0f}", "--data", str(data)],
                      check_budget + 30)
-        verdict = dc.read_json(self.scratch / "check" / "device_check.json")
+        verdict = common.read_json(self.scratch / "check" / "device_check.json")
         if verdict:
             self.checks[-1]["device_check"] = {k: verdict.get(k) for k in ("ok", "summary", "failures", "skipped")}
             if verdict.get("failures") and self.checks[-1]["status"] == "ok":
@@ -307,13 +305,13 @@ class GpuCheck:
         """The carried CIFAR-10 copy (data/cifar10-jpeg.tar.gz), decoded once into the cache
         that every run then reads; --tiny: a small generated folder."""
         if self.args.tiny:
-            path = dc.make_synthetic_folder(self.scratch / "data", 40, 20)
+            path = analysis.make_synthetic_folder(self.scratch / "data", 40, 20)
         else:
             path = Path(self.args.data).resolve()
             if not path.exists():
                 self.record("data", "failed", reason=f"{path} is absent: carry data/cifar10-jpeg.tar.gz (docs/gpu.md)")
                 return None
-        r = dc.run_command([sys.executable, "-c", "import sys; from utils.data import load_data; "
+        r = common.run_command([sys.executable, "-c", "import sys; from utils.data import load_data; "
                                                   "load_data('folder', sys.argv[1])", str(path)],
                            "data", self.env, 300)
         if r["rc"] != 0:
@@ -323,7 +321,7 @@ class GpuCheck:
         return path
 
     def report_row(self) -> None:
-        r = dc.run_command([sys.executable, "scripts/report.py", str(self.scratch / "row"), "--table", "1",
+        r = common.run_command([sys.executable, "scripts/report.py", str(self.scratch / "row"), "--table", "1",
                             "--out", str(self.scratch / "report")], "report", self.env, 60)
         report = self.scratch / "report" / "report-table1.md"
         if r["rc"] == 0 and report.exists():

@@ -7,11 +7,13 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from scripts.device_checks import analysis, common
 from utils.distill import METHODS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,7 +92,7 @@ def test_a_failing_check_is_loud_and_the_others_still_run(tmp_path):
     assert doc["ok"] is False and doc["failures"] == ["default/teacher", "default/paraphraser"]
     teacher = checks["default/teacher"]
     assert teacher["ok"] is False and teacher["status"] == "failed"
-    assert "exit 2" in teacher["reason"] and dc.INJECTED in teacher["error_tail"]
+    assert "exit 2" in teacher["reason"] and common.INJECTED in teacher["error_tail"]
     assert checks["default/paraphraser"]["reason"] == "not run: needs default/teacher, which failed"
     assert checks["default/student-ce"]["ok"] is True  # the run that needs no teacher still ran
     last = proc.stdout.strip().splitlines()[-1]
@@ -140,45 +142,45 @@ def test_compare_runs_exact_and_within_tolerance(tmp_path):
     same = write_run(tmp_path / "same", curve([80, 60, 40], [2.0, 1.5, 1.0]), wall_step=2.0)
     off = write_run(tmp_path / "off", curve([80, 60, 40.5], [2.0, 1.5, 1.0]))
     # deterministic device (no repeat run): exact, wall times aside
-    assert dc.compare_runs(ref, same, None)["ok"] is True
-    result = dc.compare_runs(ref, off, None)
+    assert analysis.compare_runs(ref, same, None)["ok"] is True
+    result = analysis.compare_runs(ref, off, None)
     assert result["ok"] is False and result["differences"]["test_error"] == 0.5
     # a repeat equal to the reference: the device is deterministic, exact is required
-    assert dc.compare_runs(ref, off, same)["ok"] is False
+    assert analysis.compare_runs(ref, off, same)["ok"] is False
     # a repeat that differs: tolerance max(3 x run-to-run, floor)
     noisy = write_run(tmp_path / "noisy", curve([80, 61, 42], [2.0, 1.52, 1.0]))
-    result = dc.compare_runs(ref, off, noisy)
+    result = analysis.compare_runs(ref, off, noisy)
     assert result["mode"] == "tolerance" and result["ok"] is True
     assert result["allowed"]["test_error"] == 6.0
     far = write_run(tmp_path / "far", curve([80, 60, 49], [2.0, 1.5, 1.0]))
-    assert dc.compare_runs(ref, far, noisy)["ok"] is False
+    assert analysis.compare_runs(ref, far, noisy)["ok"] is False
     short = write_run(tmp_path / "short", curve([80, 60], [2.0, 1.5]))
-    assert dc.compare_runs(ref, short, None)["mode"] == "structure"
+    assert analysis.compare_runs(ref, short, None)["mode"] == "structure"
 
 
 def test_analyse_run_flags_nan_and_an_error_that_does_not_fall(tmp_path):
     good = write_run(tmp_path / "good", curve([80, 60, 40], [2.0, 1.5, 1.0]))
-    info, problems = dc.analyse_run(good, batch_size=128, require_fall=True)
+    info, problems = analysis.analyse_run(good, batch_size=128, require_fall=True)
     assert problems == [] and info["fell"] and info["steady_img_per_s"] == pytest.approx(128 / 0.1)
     flat = write_run(tmp_path / "flat", curve([80, 85, 80], [2.0, 1.5, 1.0]))
-    assert "did not fall" in dc.analyse_run(flat, 128, require_fall=True)[1][0]
-    assert dc.analyse_run(flat, 128, require_fall=False)[1] == []
+    assert "did not fall" in analysis.analyse_run(flat, 128, require_fall=True)[1][0]
+    assert analysis.analyse_run(flat, 128, require_fall=False)[1] == []
     nan = write_run(tmp_path / "nan", curve([80, 60, 40], [2.0, math.nan, 1.0]))
-    assert "non-finite values logged: loss_ce" in dc.analyse_run(nan, 128, require_fall=False)[1]
-    assert dc.analyse_run(tmp_path / "missing", 128, False)[1] == ["no final.json"]
+    assert "non-finite values logged: loss_ce" in analysis.analyse_run(nan, 128, require_fall=False)[1]
+    assert analysis.analyse_run(tmp_path / "missing", 128, False)[1] == ["no final.json"]
 
 
 def test_extrapolation_adds_the_remaining_iterations_at_the_steady_rate():
-    assert dc.extrapolate(30.0, 3000, 0.01) == pytest.approx(30.0 + 61_000 * 0.01)
+    assert analysis.extrapolate(30.0, 3000, 0.01) == pytest.approx(30.0 + 61_000 * 0.01)
     lines = [{"iter": 500, "wall_time_s": 10.0}, {"iter": 3000, "wall_time_s": 35.0}]
-    assert dc.steady_seconds_per_iter(lines) == pytest.approx(0.01)
-    assert dc.steady_seconds_per_iter(lines[:1]) is None
+    assert analysis.steady_seconds_per_iter(lines) == pytest.approx(0.01)
+    assert analysis.steady_seconds_per_iter(lines[:1]) is None
 
 
 def test_synthetic_folder_is_a_readable_dataset(tmp_path):
     from utils.data import load_data
 
-    root = dc.make_synthetic_folder(tmp_path / "data", train=3, test=2)
+    root = analysis.make_synthetic_folder(tmp_path / "data", train=3, test=2)
     data = load_data("folder", root)
     assert data.train_x.shape == (30, 3, 32, 32) and data.test_x.shape == (20, 3, 32, 32)
     assert data.num_classes == 10 and data.train_x.dtype == torch.uint8
@@ -193,7 +195,7 @@ def test_the_full_schedule_is_the_papers():
     sys.path.insert(0, str(REPO / "scripts"))
     import paper
 
-    assert dc.FULL_ITERS == PAPER_ITERS == paper.PAPER_ITERS[0]
+    assert common.FULL_ITERS == PAPER_ITERS == paper.PAPER_ITERS[0]
 
 
 def test_a_graphed_stretch_must_learn_and_follow_the_eager_one():
@@ -202,12 +204,12 @@ def test_a_graphed_stretch_must_learn_and_follow_the_eager_one():
     eager = [{"iter": i, "loss_ce": c, "loss_ft": 0.1} for i, c in ((500, 2.0), (1000, 1.5), (1500, 1.2))]
     follows = [{"iter": i, "loss_ce": c, "loss_ft": 0.1} for i, c in ((500, 2.1), (1000, 1.4), (1500, 1.25))]
     frozen = [{"iter": i, "loss_ce": 2.3, "loss_ft": 0.1} for i in (500, 1000, 1500)]
-    assert dc.graph_follows_eager(follows, eager, require_fall=True) == []
-    problems = dc.graph_follows_eager(frozen, eager, require_fall=True)
+    assert analysis.graph_follows_eager(follows, eager, require_fall=True) == []
+    problems = analysis.graph_follows_eager(frozen, eager, require_fall=True)
     assert "did not fall" in problems[0] and "from the eager run's" in problems[1]
     # without the eager stretch (skipped for the budget) the fall alone is checked
-    assert dc.graph_follows_eager(follows, [], require_fall=True) == []
-    assert len(dc.graph_follows_eager(frozen, [], require_fall=True)) == 1
+    assert analysis.graph_follows_eager(follows, [], require_fall=True) == []
+    assert len(analysis.graph_follows_eager(frozen, [], require_fall=True)) == 1
 
 
 def test_a_check_cut_by_the_budget_is_skipped_not_failed(tmp_path):
@@ -215,7 +217,7 @@ def test_a_check_cut_by_the_budget_is_skipped_not_failed(tmp_path):
     args = dc.get_args_parser().parse_args([str(tmp_path / "out"), "--device", "cpu", "--quick"])
     check = dc.Check(args)
     check.out.mkdir(parents=True)
-    check.budget_cut("kill-resume", "the resumed run", dc.time.monotonic(), command="x")
+    check.budget_cut("kill-resume", "the resumed run", time.monotonic(), command="x")
     ok, text = check.summary()
     assert ok and check.status("kill-resume") == "skipped"
     assert "skipped: kill-resume (budget: the resumed run was cut" in text

@@ -14,6 +14,7 @@ import torch
 import train_paraphraser
 import train_student
 import train_teacher
+from scripts.device_checks.common import evaluations_logged, wait_for_evaluations
 from utils.cli import run_main
 from utils.errors import UserError
 from utils.run import RunDir
@@ -138,13 +139,6 @@ def student_cmd(data: Path, out: Path, iters: int = 24) -> list[str]:
             "--progress", "off", "--out", str(out)]
 
 
-def metric_lines(out: Path) -> int:
-    try:
-        return len((out / "metrics.jsonl").read_text().splitlines())
-    except OSError:
-        return 0
-
-
 def fingerprint_run(out: Path):
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     for line in lines:
@@ -178,10 +172,8 @@ def test_kill_9_at_random_points_then_resume_is_exact(tiny_folder, tmp_path, uni
         proc = subprocess.Popen(student_cmd(tiny_folder, out), cwd=REPO, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         if kills < 3:
-            target = metric_lines(out) + rng.randint(1, 3)  # a few evaluations past the resume point
-            deadline = time.time() + 240
-            while proc.poll() is None and metric_lines(out) < target and time.time() < deadline:
-                time.sleep(0.005)
+            target = evaluations_logged(out) + rng.randint(1, 3)  # a few evaluations past the resume point
+            wait_for_evaluations(proc, out, target, timeout=240)
             time.sleep(rng.uniform(0.0, 0.15))  # somewhere in the next steps, an evaluation or a save
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
@@ -198,9 +190,7 @@ def test_sigterm_saves_then_resume_is_exact(tiny_folder, tmp_path, uninterrupted
     out = tmp_path / "run"
     proc = subprocess.Popen(student_cmd(tiny_folder, out), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for_evaluations(proc, out, 1, timeout=240)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     if proc.returncode == 0:

@@ -1,0 +1,1 @@
+"""The pieces of scripts/device_check.py (its docstring says what the check does)."""
