@@ -207,139 +207,182 @@ def fit(stage: Stage, data, run: RunDir, args) -> dict:
 
 
 def _fit(stage: Stage, data, run: RunDir, args) -> dict:
-    device = data.device
-    backends = perf.configure_backends(device, getattr(args, "tf32", False),
-                                       getattr(args, "deterministic", False))
-    main = distributed.is_main()
-    if distributed.active() and getattr(args, "sync_bn", False):
-        for module in stage.trainable.values():
-            distributed.convert_sync_batchnorm(module, device)
-    params = [p for m in stage.trainable.values() for p in m.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.wd)
-    next_batch = data.batches(args.batch_size, args.seed)
-    fast = perf.fast_paths(args, device)
-    perf.prepare_task(stage.task, device, fast["fold_bn"], fast["channels_last"])
-    forward = stage.task
-    if distributed.active():
-        if hasattr(stage.task, "auxiliary_step"):
-            raise UserError("this method's second optimizer (KTAN's discriminator) is not supported "
-                            "under torchrun; run it in one process")
-        from torch.nn.parallel import DistributedDataParallel
+    """The loop, in the named steps of `_Training`: set up and resume, then per iteration
+    one step, and at each evaluation point the evaluation, the log and the checkpoint."""
+    training = _Training(stage, data, run, args)
+    try:
+        with _Stop() as stop:
+            for it in range(training.start, args.iters):
+                training.step(it)
+                done = it + 1
+                if done % args.eval_every == 0 or done == args.iters:
+                    training.evaluate_and_save(done)
+                if stop.poll(done, at_eval=done % args.eval_every == 0) and done < args.iters:
+                    training.interrupt(done, stop.signum)
+    finally:
+        training.close()
+    return training.finish()
 
-        forward = DistributedDataParallel(stage.task, device_ids=[device] if device.type == "cuda" else None)
-    graphed = getattr(args, "cuda_graph", False)
-    step = make_step(forward, optimizer, device, args.amp, args.compile, graph=graphed)
-    if graphed:
-        if hasattr(stage.task, "auxiliary_step") or distributed.active():
-            raise UserError("--cuda-graph captures one optimizer's step in one process; drop it for "
-                            "KTAN or under torchrun")
-        if device.type != "cuda" and main:
-            print("--cuda-graph: no CUDA device; the step runs eagerly through the same static "
-                  "buffers", file=sys.stderr)
-        step = perf.GraphedStep(step, stage.trainable, optimizer, device)
 
-    # ------------------------------------------------------------------ resume
-    start, best, best_iter, wall_before = 0, math.inf, None, 0.0
-    window = None  # on-device sums of each loss part since the last evaluation
-    state = run.load_checkpoint()
-    if state is not None:
-        if state.get("kind") != stage.kind:
-            raise UserError(f"{run.path} holds a {state.get('kind')} checkpoint, not a {stage.kind}; "
-                            f"use another --out")
-        for name, module in stage.trainable.items():
-            module.load_state_dict(state["modules"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        start, best, best_iter = state["iteration"], state["best"], state["best_iter"]
-        wall_before = state["wall_time_s"]
-        window = {k: v.to(device) for k, v in state["window"].items()} if state["window"] else None
-        torch.set_rng_state(state["rng_cpu"])
-        if state.get("auxiliary") is not None:
-            stage.task.load_auxiliary_state_dict(state["auxiliary"])
-        if main:
-            print(f"resuming {run.path} from iteration {start}", file=sys.stderr)
-    if main:
-        run.truncate_metrics(start)  # lines logged after the checkpoint are redone
+class _Training:
+    """The state of one `fit`: what is trained, how a step runs, where the run stands.
+    Exact resume rests on the order of these steps (the checkpoint holds the weights, the
+    optimizer, the loss window and the CPU random state; batches are a function of seed
+    and iteration), so each does its part in the order the uninterrupted run does."""
 
-    from torch.utils.tensorboard import SummaryWriter
+    def __init__(self, stage: Stage, data, run: RunDir, args):
+        self.stage, self.run, self.args = stage, run, args
+        device = self.device = data.device
+        self.backends = perf.configure_backends(device, getattr(args, "tf32", False),
+                                                getattr(args, "deterministic", False))
+        self.main = distributed.is_main()
+        if distributed.active() and getattr(args, "sync_bn", False):
+            for module in stage.trainable.values():
+                distributed.convert_sync_batchnorm(module, device)
+        params = [p for m in stage.trainable.values() for p in m.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.wd)
+        self.next_batch = data.batches(args.batch_size, args.seed)
+        self.fast = perf.fast_paths(args, device)
+        perf.prepare_task(stage.task, device, self.fast["fold_bn"], self.fast["channels_last"])
+        self.train_step = self._make_step()
+        self._resume()
 
-    writer = SummaryWriter(log_dir=str(run.path), purge_step=start) if main else None
+        from torch.utils.tensorboard import SummaryWriter
 
-    def save(iteration: int) -> None:
-        if not main:
+        self.writer = SummaryWriter(log_dir=str(run.path), purge_step=self.start) if self.main else None
+        self.reset_momentum = bool(getattr(args, "reset_momentum", False))
+        self.t0 = time.perf_counter()
+        if self.start >= args.iters:  # killed after the last checkpoint, before final.json
+            self.record = run.last_metrics()
+            self.metrics = {stage.primary: self.record[stage.primary]}
+        stage.task.train()
+        self.bar = _progress(args if self.main else None, args.iters, self.start)
+
+    # ------------------------------------------------------------------ set-up
+    def _make_step(self):
+        stage, args, device = self.stage, self.args, self.device
+        forward = stage.task
+        if distributed.active():
+            if hasattr(stage.task, "auxiliary_step"):
+                raise UserError("this method's second optimizer (KTAN's discriminator) is not supported "
+                                "under torchrun; run it in one process")
+            from torch.nn.parallel import DistributedDataParallel
+
+            forward = DistributedDataParallel(stage.task, device_ids=[device] if device.type == "cuda" else None)
+        graphed = getattr(args, "cuda_graph", False)
+        step = make_step(forward, self.optimizer, device, args.amp, args.compile, graph=graphed)
+        if graphed:
+            if hasattr(stage.task, "auxiliary_step") or distributed.active():
+                raise UserError("--cuda-graph captures one optimizer's step in one process; drop it for "
+                                "KTAN or under torchrun")
+            if device.type != "cuda" and self.main:
+                print("--cuda-graph: no CUDA device; the step runs eagerly through the same static "
+                      "buffers", file=sys.stderr)
+            step = perf.GraphedStep(step, stage.trainable, self.optimizer, device)
+        return step
+
+    def _resume(self) -> None:
+        """Where the run starts: iteration 0, or the checkpoint's state."""
+        stage, run = self.stage, self.run
+        self.start, self.best, self.best_iter, self.wall_before = 0, math.inf, None, 0.0
+        self.window = None  # on-device sums of each loss part since the last evaluation
+        state = run.load_checkpoint()
+        if state is not None:
+            if state.get("kind") != stage.kind:
+                raise UserError(f"{run.path} holds a {state.get('kind')} checkpoint, not a {stage.kind}; "
+                                f"use another --out")
+            for name, module in stage.trainable.items():
+                module.load_state_dict(state["modules"][name])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.start, self.best, self.best_iter = state["iteration"], state["best"], state["best_iter"]
+            self.wall_before = state["wall_time_s"]
+            self.window = ({k: v.to(self.device) for k, v in state["window"].items()} if state["window"]
+                           else None)
+            torch.set_rng_state(state["rng_cpu"])
+            if state.get("auxiliary") is not None:
+                stage.task.load_auxiliary_state_dict(state["auxiliary"])
+            if self.main:
+                print(f"resuming {run.path} from iteration {self.start}", file=sys.stderr)
+        if self.main:
+            run.truncate_metrics(self.start)  # lines logged after the checkpoint are redone
+
+    # ------------------------------------------------------------------ the step
+    def step(self, it: int) -> None:
+        args, optimizer = self.args, self.optimizer
+        self.lr = lr_at(it, args.lr, args.milestones, args.lr_decay)
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr
+        if self.reset_momentum and it in args.milestones:
+            zero_momentum(optimizer)
+        x, y = self.next_batch(it)
+        if self.fast["channels_last"]:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits, losses, total = self.train_step(x, y)
+        self.window = add_to_window(self.window, losses, logits, y, total)
+        self.bar.update(1)
+
+    # ------------------------------------------------------------------ evaluation and checkpoint
+    def wall_time(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t0
+
+    def evaluate_and_save(self, done: int) -> None:
+        stage = self.stage
+        record = _read_window(self.window, done)
+        metrics = stage.evaluate()
+        stage.task.train()
+        record.update(metrics, iter=done, lr=self.lr, wall_time_s=round(self.wall_time(), 3))
+        if metrics[stage.primary] < self.best:
+            self.best, self.best_iter = metrics[stage.primary], done
+        if self.main:
+            _log(self.writer, record, done)
+            self.run.append_metrics(record)
+        self.record, self.metrics, self.window = record, metrics, None
+        self.save(done)
+        if self.main:
+            self.bar.write(_summary_line(record, self.args.iters))
+
+    def save(self, iteration: int) -> None:
+        if not self.main:
             return
-        run.save_checkpoint({
-            "kind": stage.kind, "iteration": iteration, "args": vars(args), **stage.info, "fast_paths": fast,
-            "modules": {n: m.state_dict() for n, m in stage.trainable.items()},
-            "optimizer": optimizer.state_dict(), "best": best, "best_iter": best_iter,
-            "wall_time_s": wall_before + time.perf_counter() - t0,
+        stage, window = self.stage, self.window
+        self.run.save_checkpoint({
+            "kind": stage.kind, "iteration": iteration, "args": vars(self.args), **stage.info,
+            "fast_paths": self.fast, "modules": {n: m.state_dict() for n, m in stage.trainable.items()},
+            "optimizer": self.optimizer.state_dict(), "best": self.best, "best_iter": self.best_iter,
+            "wall_time_s": self.wall_time(),
             "window": {k: v.detach().cpu() for k, v in window.items()} if window else None,
             "rng_cpu": torch.get_rng_state(),
             "auxiliary": stage.task.auxiliary_state_dict() if hasattr(stage.task, "auxiliary_step") else None,
         })
 
-    # ------------------------------------------------------------------ loop
-    reset_momentum = bool(getattr(args, "reset_momentum", False))
-    t0 = time.perf_counter()
-    if start >= args.iters:  # killed after the last checkpoint, before final.json
-        record = run.last_metrics()
-        metrics = {stage.primary: record[stage.primary]}
-    stage.task.train()
-    bar = _progress(args if main else None, args.iters, start)
-    try:
-        with _Stop() as stop:
-            for it in range(start, args.iters):
-                lr = lr_at(it, args.lr, args.milestones, args.lr_decay)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                if reset_momentum and it in args.milestones:
-                    zero_momentum(optimizer)
-                x, y = next_batch(it)
-                if fast["channels_last"]:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                logits, losses, total = step(x, y)
+    def interrupt(self, done: int, signum: int) -> None:
+        """SIGTERM / SIGINT: checkpoint where the run stands and stop."""
+        if self.window is not None:
+            _read_window(self.window, done)  # never checkpoint a diverged state
+        self.save(done)
+        raise Interrupted(f"stopped by signal {signum} at iteration {done}; "
+                          f"checkpoint saved, re-run the same command to resume", signum)
 
-                window = add_to_window(window, losses, logits, y, total)
-                bar.update(1)
+    # ------------------------------------------------------------------ the end
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
 
-                done = it + 1
-                if done % args.eval_every == 0 or done == args.iters:
-                    record = _read_window(window, done)
-                    metrics = stage.evaluate()
-                    stage.task.train()
-                    record.update(metrics, iter=done, lr=lr,
-                                  wall_time_s=round(wall_before + time.perf_counter() - t0, 3))
-                    if metrics[stage.primary] < best:
-                        best, best_iter = metrics[stage.primary], done
-                    if main:
-                        _log(writer, record, done)
-                        run.append_metrics(record)
-                    window = None
-                    save(done)
-                    if main:
-                        bar.write(_summary_line(record, args.iters))
-                if stop.poll(done, at_eval=done % args.eval_every == 0) and done < args.iters:
-                    if window is not None:
-                        _read_window(window, done)  # never checkpoint a diverged state
-                    save(done)
-                    raise Interrupted(f"stopped by signal {stop.signum} at iteration {done}; "
-                                      f"checkpoint saved, re-run the same command to resume",
-                                      stop.signum)
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-
-    final_metrics = {k: v for k, v in record.items() if not k.startswith("loss")}
-    result = {
-        f"{stage.primary}_last": metrics[stage.primary], f"{stage.primary}_best": best,
-        "best_iter": best_iter, "iters": args.iters, "wall_time_s": record["wall_time_s"],
-        "kind": stage.kind, "last": final_metrics, "fast_paths": fast, "backends": backends,
-        "run": stage.identity,
-    }
-    if main:
-        run.write_final(result)
-    distributed.barrier()
-    return result
+    def finish(self) -> dict:
+        """final.json: the last and best primary metric, the run's record and settings."""
+        stage, record = self.stage, self.record
+        final_metrics = {k: v for k, v in record.items() if not k.startswith("loss")}
+        result = {
+            f"{stage.primary}_last": self.metrics[stage.primary], f"{stage.primary}_best": self.best,
+            "best_iter": self.best_iter, "iters": self.args.iters, "wall_time_s": record["wall_time_s"],
+            "kind": stage.kind, "last": final_metrics, "fast_paths": self.fast, "backends": self.backends,
+            "run": stage.identity,
+        }
+        if self.main:
+            self.run.write_final(result)
+        distributed.barrier()
+        return result
 
 
 def add_to_window(window: dict | None, losses: dict, logits: torch.Tensor | None, y: torch.Tensor,
