@@ -112,9 +112,10 @@ class Stage:
     task: nn.Module                 # forward(x, y) -> (logits | None, losses)
     trainable: dict[str, nn.Module]  # saved in the checkpoint, optimized
     evaluate: Callable[[], dict]    # metrics at the current weights
-    primary: str                    # metric whose last/best go into final.json (lower is better)
+    primary: str                    # metric whose last/best go into final.json (lower is better ...
     info: dict = field(default_factory=dict)  # rebuild information stored in the checkpoint
     identity: dict = field(default_factory=dict)  # what the run is: args.json and final.json "run"
+    maximize: bool = False          # ... unless set: higher is better (detection's mAP)
 
 
 def make_step(task: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
@@ -238,7 +239,7 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
         step = perf.GraphedStep(step, stage.trainable, optimizer, device)
 
     # ------------------------------------------------------------------ resume
-    start, best, best_iter, wall_before = 0, math.inf, None, 0.0
+    start, best, best_iter, wall_before = 0, -math.inf if stage.maximize else math.inf, None, 0.0
     window = None  # on-device sums of each loss part since the last evaluation
     state = run.load_checkpoint()
     if state is not None:
@@ -307,7 +308,7 @@ def _fit(stage: Stage, data, run: RunDir, args) -> dict:
                     stage.task.train()
                     record.update(metrics, iter=done, lr=lr,
                                   wall_time_s=round(wall_before + time.perf_counter() - t0, 3))
-                    if metrics[stage.primary] < best:
+                    if (metrics[stage.primary] > best) if stage.maximize else (metrics[stage.primary] < best):
                         best, best_iter = metrics[stage.primary], done
                     if main:
                         _log(writer, record, done)
