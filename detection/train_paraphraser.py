@@ -5,7 +5,8 @@ the last shared conv layer (Sec. 4.5; Sec. 3.1's autoencoder and reconstruction 
         --data-root data --out runs/voc2007/para-resnet101-k0.5-s0
 
 Defaults as the paper's ImageNet rule, which it states for ImageNet and VOC 2007 alike: no
-BatchNorm (the appendix: BN for CIFAR-10 only), k = 0.5, one epoch at lr 0.1.
+BatchNorm (the appendix: BN for CIFAR-10 only), k = 0.5 (the paper gives no k for VOC), one
+epoch at lr 0.1.
 """
 
 import sys
@@ -43,6 +44,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "and VOC)")
     parser.add_argument("--recon-loss", default="l1", choices=RECON_LOSSES,
                         help="reconstruction loss: l1 = mean |x-P(x)| (the authors' code) (default: l1)")
+    parser.add_argument("--epochs", type=float, default=1.0,
+                        help="epochs of the training images, used when --iters is not given (the paper's "
+                             "ImageNet paraphraser: 1) (default: 1)")
     parser.add_argument("--eval-images", type=int, default=200,
                         help="test images whose reconstruction loss is reported at each evaluation "
                              "(default: 200)")
@@ -53,7 +57,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    check_positive(args, "k", "eval_images")
+    check_positive(args, "k", "eval_images", "epochs")
     teacher, teacher_ckpt = load_detector(args.teacher)
     check_same_data(teacher_ckpt, "teacher", DATASET)
     teacher_id = detector_identity(teacher, teacher_ckpt)
@@ -62,7 +66,7 @@ def main(args: argparse.Namespace) -> None:
     # ---------------------------------------------------------------- data
     data = load_voc(args.data_root, args.train_split, args.test_split, device, args.download,
                     args.train_subset, min(args.eval_images, args.test_subset or args.eval_images), args.flip)
-    check_detection_args(args, data.steps_per_epoch(args.batch_size))
+    check_detection_args(args, round(args.epochs * data.steps_per_epoch(args.batch_size)))
 
     # ---------------------------------------------------------------- run folder
     run = open_run(args)
