@@ -67,6 +67,10 @@ def add_detector_args(parser: argparse.ArgumentParser, default_arch: str) -> Non
                    help=f"test-time score threshold (default: {d.box_score_thresh})")
     g.add_argument("--detections-per-img", type=int, default=d.detections_per_img,
                    help=f"test-time detections kept per image (default: {d.detections_per_img})")
+    g.add_argument("--frozen-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="ResNet: BatchNorm fixed at its ImageNet statistics (torchvision's FrozenBatchNorm2d) "
+                        "or trained (default: fixed with --pretrained, trained without: fixed identity "
+                        "normalisations overflow in a randomly initialised ResNet-101)")
     g.add_argument("--frozen-stages", type=int, default=d.frozen_stages, choices=(0, 1, 2),
                    help="backbone stages not trained: 2 = conv1 and conv2 (the layers before conv3, as "
                         "the paper's Sec. 4.5 and py-faster-rcnn), 0 = none (default: 2)")
@@ -133,6 +137,8 @@ def check_detection_args(args: argparse.Namespace, steps_per_epoch: int | None =
     if hasattr(args, "arch"):  # the teacher and student scripts
         if args.roi_size is None:
             args.roi_size = DETECTORS[args.arch].roi_size
+        if args.frozen_bn is None:
+            args.frozen_bn = bool(args.pretrained)
         check_positive(args, "min_size", "max_size", "roi_batch", "rpn_batch", "roi_size")
     if args.wd < 0 or args.momentum < 0:
         raise UserError("--wd and --momentum must not be negative")

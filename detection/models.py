@@ -7,7 +7,9 @@ networks of the paper's Sec. 4.5: a VGG-16 student and a ResNet-101 teacher.
     resnet101  shared convs conv1..conv4_x, "C4" (stride 16, 1024 channels), box head
                conv5_x (`layer4`, stride 2 on the pooled RoI) + average pooling (2048), as in
                the ResNet paper's Faster R-CNN (He et al. 2016, Appendix A); BatchNorm frozen
-               (torchvision's FrozenBatchNorm2d: ImageNet statistics, no updates)
+               (torchvision's FrozenBatchNorm2d: ImageNet statistics, no updates) when it starts
+               from ImageNet weights; trained (batch statistics) from a random start, where
+               fixed identity normalisations let 33 residual blocks' activations overflow
 
 The backbone's output is what Factor Transfer acts on (Sec. 4.5: "the last layer of the
 shared convolutions"): the map that feeds the RPN and the RoI head.  The RPN
@@ -63,6 +65,7 @@ class DetectorConfig:
     box_score_thresh: float = 0.05
     detections_per_img: int = 100
     frozen_stages: int = 2                    # conv1 and conv2 (VGG) / conv1 and conv2_x (ResNet)
+    frozen_bn: bool = True                    # ResNet: BatchNorm fixed (ImageNet statistics) or trained
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,26 +130,26 @@ class VGGBoxHead(nn.Module):
 
 # ---------------------------------------------------------------------- ResNet-101 C4
 
-def _resnet_stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-    downsample = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False),
-                               FrozenBatchNorm2d(planes * 4))
-    layers = [Bottleneck(inplanes, planes, stride, downsample, norm_layer=FrozenBatchNorm2d)]
-    layers += [Bottleneck(planes * 4, planes, norm_layer=FrozenBatchNorm2d) for _ in range(blocks - 1)]
+def _resnet_stage(inplanes: int, planes: int, blocks: int, stride: int, norm) -> nn.Sequential:
+    downsample = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), norm(planes * 4))
+    layers = [Bottleneck(inplanes, planes, stride, downsample, norm_layer=norm)]
+    layers += [Bottleneck(planes * 4, planes, norm_layer=norm) for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
 
 
 class ResNetC4Backbone(nn.Module):
     """conv1 .. conv4_x (`conv1`, `bn1`, `layer1`..`layer3`, named as torchvision's ResNet)."""
 
-    def __init__(self, blocks=(3, 4, 23), width: int = 64):
+    def __init__(self, blocks=(3, 4, 23), width: int = 64, frozen_bn: bool = True):
         super().__init__()
+        norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
         self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-        self.bn1 = FrozenBatchNorm2d(width)
+        self.bn1 = norm(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = _resnet_stage(width, width, blocks[0], 1)
-        self.layer2 = _resnet_stage(width * 4, width * 2, blocks[1], 2)
-        self.layer3 = _resnet_stage(width * 8, width * 4, blocks[2], 2)
+        self.layer1 = _resnet_stage(width, width, blocks[0], 1, norm)
+        self.layer2 = _resnet_stage(width * 4, width * 2, blocks[1], 2, norm)
+        self.layer3 = _resnet_stage(width * 8, width * 4, blocks[2], 2, norm)
         self.out_channels = width * 16
         self.stages = [nn.ModuleList([self.conv1, self.bn1]), self.layer1]  # conv1, conv2_x
         init_like_torchvision(self)
@@ -159,9 +162,10 @@ class ResNetC4Backbone(nn.Module):
 class ResNetC5Head(nn.Module):
     """conv5_x (`layer4`, its first block strided) and global average pooling on a pooled RoI."""
 
-    def __init__(self, blocks: int = 3, width: int = 64):
+    def __init__(self, blocks: int = 3, width: int = 64, frozen_bn: bool = True):
         super().__init__()
-        self.layer4 = _resnet_stage(width * 16, width * 8, blocks, 2)
+        norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+        self.layer4 = _resnet_stage(width * 16, width * 8, blocks, 2, norm)
         self.out_channels = width * 32
         init_like_torchvision(self)
 
@@ -191,8 +195,8 @@ class Layout:
     the key prefixes of torchvision's ImageNet state dict that each part takes, and the
     file name of those weights."""
 
-    backbone: callable
-    head: callable                       # (backbone channels, roi size) -> head
+    backbone: callable                   # (frozen_bn) -> backbone
+    head: callable                       # (backbone channels, roi size, frozen_bn) -> head
     roi_size: int
     weights: str = ""
     backbone_keys: tuple = ()
@@ -200,14 +204,15 @@ class Layout:
 
 
 DETECTORS: dict[str, Layout] = {
-    "vgg16": Layout(lambda: VGGBackbone(), lambda c, r: VGGBoxHead(c, r), 7, "vgg16-397923af.pth",
+    "vgg16": Layout(lambda bn: VGGBackbone(), lambda c, r, bn: VGGBoxHead(c, r), 7, "vgg16-397923af.pth",
                     ("features.",), {"classifier.0.": "classifier.0.", "classifier.3.": "classifier.3."}),
-    "resnet101": Layout(lambda: ResNetC4Backbone(), lambda c, r: ResNetC5Head(), 14, "resnet101-63fe2227.pth",
+    "resnet101": Layout(lambda bn: ResNetC4Backbone(frozen_bn=bn), lambda c, r, bn: ResNetC5Head(frozen_bn=bn), 14,
+                        "resnet101-63fe2227.pth",
                         ("conv1.", "bn1.", "layer1.", "layer2.", "layer3."), {"layer4.": "layer4."}),
     # Narrow versions of the same layouts, for the CPU tests.
-    "vgg16_tiny": Layout(lambda: VGGBackbone(width=1 / 8), lambda c, r: VGGBoxHead(c, r, hidden=256), 7),
-    "resnet_tiny": Layout(lambda: ResNetC4Backbone(blocks=(1, 1, 1), width=8),
-                          lambda c, r: ResNetC5Head(blocks=1, width=8), 14),
+    "vgg16_tiny": Layout(lambda bn: VGGBackbone(width=1 / 8), lambda c, r, bn: VGGBoxHead(c, r, hidden=256), 7),
+    "resnet_tiny": Layout(lambda bn: ResNetC4Backbone(blocks=(1, 1, 1), width=8, frozen_bn=bn),
+                          lambda c, r, bn: ResNetC5Head(blocks=1, width=8, frozen_bn=bn), 14),
 }
 
 
@@ -219,8 +224,8 @@ def build_detector(config: DetectorConfig) -> FasterRCNN:
     if config.roi_op not in ROI_OPS:
         raise UserError(f"--roi-op must be one of {', '.join(ROI_OPS)}, got {config.roi_op}")
     layout = DETECTORS[config.arch]
-    backbone = layout.backbone()
-    head = layout.head(backbone.out_channels, config.roi_size)
+    backbone = layout.backbone(config.frozen_bn)
+    head = layout.head(backbone.out_channels, config.roi_size, config.frozen_bn)
     anchors = AnchorGenerator(sizes=(tuple(config.anchor_sizes),), aspect_ratios=(tuple(config.aspect_ratios),))
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 

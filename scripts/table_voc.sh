@@ -6,9 +6,9 @@
 #     VOC_ROOT=./data WEIGHTS=./weights GPUS="0 1" scripts/table_voc.sh
 #     python scripts/report_voc.py runs/voc2007
 #
-# Settings: scripts/lib.sh's (SEEDS defaults to 1 here: the paper reports one run; ITERS: teacher
-# and student iterations, default 70,000 with the lr drop at 5/7 of them; PARA_ITERS: paraphraser
-# iterations, default one epoch), and
+# Settings: scripts/lib.sh's (SEEDS defaults to 1 here: the paper reports one run; ITERS: student
+# iterations, default 70,000 with the lr drop at 5/7 of them; TEACHER_ITERS: the teacher's, default
+# ITERS; PARA_ITERS / PARA_EPOCHS: the paraphraser's, default one epoch), and
 #   VOC_ROOT=./data        holds VOCdevkit/VOC2007 (JPEGImages, Annotations, ImageSets/Main)
 #   DOWNLOAD=0             1: let torchvision download VOC 2007 into VOC_ROOT (needs internet)
 #   WEIGHTS=./weights      holds torchvision's vgg16-397923af.pth and resnet101-63fe2227.pth
@@ -41,16 +41,15 @@ pretrained() {  # arch -> its --pretrained flag
 
 VOC="--data-root $VOC_ROOT${TRAIN_SUBSET:+ --train-subset $TRAIN_SUBSET}${TEST_SUBSET:+ --test-subset $TEST_SUBSET}"
 if [[ $DOWNLOAD == 1 ]]; then VOC+=" --download"; fi
-SCHEDULE=${ITERS:+--iters $ITERS}
 FT_VOC="--beta 1000 --p 1"  # Sec. 4.5: beta 1000 "in ImageNet and PASCAL VOC 2007"
 
 D=$RUNS/voc2007
 T=$TEACHER_ARCH S=$STUDENT_ARCH
 for s in $(seeds); do
   t=$D/teacher-$T-s$s p=$D/para-$T-k0.5-s$s
-  run $t                        detection/train_teacher.py --arch $T $(pretrained $T) $DETECTOR_ARGS $VOC $SCHEDULE --seed $s
+  run $t                        detection/train_teacher.py --arch $T $(pretrained $T) $DETECTOR_ARGS $VOC $TEACHER_SCHEDULE --seed $s
   run $p                        detection/train_paraphraser.py --teacher $t --k 0.5 --no-bn $VOC $PARA_SCHEDULE --seed $s
-  run $D/ce-$S-s$s              detection/train_student.py --method ce --arch $S $(pretrained $S) $DETECTOR_ARGS $VOC $SCHEDULE --seed $s
-  run $D/ft-$S-from-$T-k0.5-s$s detection/train_student.py --method ft --arch $S $(pretrained $S) --teacher $t --paraphraser $p $FT_VOC $DETECTOR_ARGS $VOC $SCHEDULE --seed $s
+  run $D/ce-$S-s$s              detection/train_student.py --method ce --arch $S $(pretrained $S) $DETECTOR_ARGS $VOC $STUDENT_SCHEDULE --seed $s
+  run $D/ft-$S-from-$T-k0.5-s$s detection/train_student.py --method ft --arch $S $(pretrained $S) --teacher $t --paraphraser $p $FT_VOC $DETECTOR_ARGS $VOC $STUDENT_SCHEDULE --seed $s
 done
 schedule

@@ -232,8 +232,9 @@ def test_ft_needs_its_teacher_and_paraphraser(voc, stages, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_trained_student_finds_the_objects(voc, tmp_path):
-    """400 iterations of the narrow VGG-16 detector alone (about 20 s on one core) against the
-    same detector untrained, whose every detection (score threshold 0) is counted."""
+    """400 iterations of the narrow VGG-16 detector alone (20-35 s on one core) against the same
+    detector untrained, whose every detection (score threshold 0) is counted.  Over seeds 0-2
+    this schedule reached 30-41 mAP (docs/detection.md); the untrained detector gets about 0."""
     out = tmp_path / "ce"
     run(train_student, data_args(voc, out, "--method", "ce", "--arch", "vgg16_tiny", "--iters", "400",
                                  "--milestones", "300", "--lr", "0.02", "--eval-every", "400"))
@@ -243,5 +244,5 @@ def test_a_trained_student_finds_the_objects(voc, tmp_path):
     untrained.roi_heads.score_thresh = 0.0
     data = load_voc(voc, "trainval", "test", torch.device("cpu"))
     baseline = voc_evaluate(untrained, data, 4)["map"]
-    assert baseline < 5 and trained > 25, (baseline, trained)
+    assert baseline < 3 and trained > 15, (baseline, trained)
     assert np.isfinite(trained)
