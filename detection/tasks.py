@@ -13,6 +13,8 @@ and the VOC 2007 evaluation.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -96,7 +98,6 @@ def voc_evaluate(model: nn.Module, data, batch_size: int = 1, class_names=None) 
     metrics = {"map": 100 * result["map"], "map_area": 100 * result["map_area"]}
     for label in labels:
         name = class_names[label - 1] if class_names else str(label)
-        ap = result["ap"][label]
-        if ap == ap:  # classes without a test object have no AP
-            metrics[f"ap_{name}"] = 100 * ap
+        if not math.isnan(result["ap"][label]):  # classes without a test object have no AP
+            metrics[f"ap_{name}"] = 100 * result["ap"][label]
     return metrics

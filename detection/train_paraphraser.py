@@ -23,13 +23,12 @@ from detection.cli import (DATASET, add_detection_run_args, add_detection_schedu
                            add_voc_args, check_detection_args, detector_identity, load_detector)
 from detection.data import load_voc  # noqa: E402
 from detection.tasks import BackboneTap  # noqa: E402
+from detection.train_student import prepare_device  # noqa: E402
 from paraphraser import Paraphraser, bn_default  # noqa: E402
 from utils.checkpoint import check_same_data  # noqa: E402
 from utils.cli import check_positive, run_main  # noqa: E402
 from utils.distill.paraphrase import RECON_LOSSES, ParaphraserTraining, reconstruction_loss  # noqa: E402
 from utils.train import Stage, fit, open_run  # noqa: E402
-
-from detection.train_student import prepare_device  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
