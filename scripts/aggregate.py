@@ -80,6 +80,8 @@ def place(run: Run) -> None:
     """The run's cell identity, scale and remaining setting, from its record and its own
     arguments (p, the ablation flags, --ft-groups, the subsets, every other option)."""
     r, a = run.record, run.args
+    if r.get("task") == "detection":  # VOC 2007 detection runs: scripts/report_voc.py
+        return
     if not r.get("stage"):
         if run.final is not None:
             run.problem = ("its folder has no 'run' record (made before runs recorded what they are; "

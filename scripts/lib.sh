@@ -116,10 +116,10 @@ run() {
   local dir=$1 script=$2 stage
   shift 2
   case $script in
-    train_teacher.py) stage=1 ;;
-    train_paraphraser.py) stage=2 ;;
-    train_student.py) stage=3 ;;
-    *) die "run $dir: unknown script '$script' (train_teacher.py, train_paraphraser.py, train_student.py)" ;;
+    train_teacher.py | detection/train_teacher.py) stage=1 ;;
+    train_paraphraser.py | detection/train_paraphraser.py) stage=2 ;;
+    train_student.py | detection/train_student.py) stage=3 ;;
+    *) die "run $dir: unknown script '$script' ([detection/]train_teacher.py, train_paraphraser.py, train_student.py)" ;;
   esac
   local words
   set -f

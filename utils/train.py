@@ -112,9 +112,10 @@ class Stage:
     task: nn.Module                 # forward(x, y) -> (logits | None, losses)
     trainable: dict[str, nn.Module]  # saved in the checkpoint, optimized
     evaluate: Callable[[], dict]    # metrics at the current weights
-    primary: str                    # metric whose last/best go into final.json (lower is better)
+    primary: str                    # metric whose last/best go into final.json (lower is better ...
     info: dict = field(default_factory=dict)  # rebuild information stored in the checkpoint
     identity: dict = field(default_factory=dict)  # what the run is: args.json and final.json "run"
+    maximize: bool = False          # ... unless set: higher is better (detection's mAP)
 
 
 def make_step(task: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
@@ -284,7 +285,8 @@ class _Training:
     def _resume(self) -> None:
         """Where the run starts: iteration 0, or the checkpoint's state."""
         stage, run = self.stage, self.run
-        self.start, self.best, self.best_iter, self.wall_before = 0, math.inf, None, 0.0
+        self.start, self.best_iter, self.wall_before = 0, None, 0.0
+        self.best = -math.inf if stage.maximize else math.inf  # the best primary metric so far
         self.window = None  # on-device sums of each loss part since the last evaluation
         state = run.load_checkpoint()
         if state is not None:
@@ -331,8 +333,9 @@ class _Training:
         metrics = stage.evaluate()
         stage.task.train()
         record.update(metrics, iter=done, lr=self.lr, wall_time_s=round(self.wall_time(), 3))
-        if metrics[stage.primary] < self.best:
-            self.best, self.best_iter = metrics[stage.primary], done
+        value = metrics[stage.primary]
+        if (value > self.best) if stage.maximize else (value < self.best):
+            self.best, self.best_iter = value, done
         if self.main:
             _log(self.writer, record, done)
             self.run.append_metrics(record)

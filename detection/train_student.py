@@ -1,0 +1,156 @@
+"""Detection, stage 3: train the student Faster R-CNN (VGG-16) on VOC 2007 trainval, alone
+(--method ce, the paper's 69.5 mAP) or with Factor Transfer from a frozen teacher (--method
+ft, 70.3 mAP): the detection losses + beta * L_FT between the translator's output on the
+student's backbone map and the paraphraser's factor of the teacher's (Sec. 4.5; beta = 1000).
+
+    python detection/train_student.py --method ft --arch vgg16 --pretrained weights/vgg16-397923af.pth \
+        --teacher runs/voc2007/teacher-resnet101-s0 --paraphraser runs/voc2007/para-resnet101-k0.5-s0 \
+        --data-root data --out runs/voc2007/ft-vgg16-from-resnet101-s0
+    python detection/train_student.py --method ce --arch vgg16 --pretrained weights/vgg16-397923af.pth \
+        --data-root data --out runs/voc2007/ce-vgg16-s0
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repository's packages
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+
+import torch  # noqa: E402
+
+from detection.cli import (DATASET, DETECTION_ITERS, DETECTION_MILESTONES, add_detection_run_args,  # noqa: E402
+                           add_detection_schedule_args, add_detector_args, add_voc_args, check_detection_args,
+                           detector_identity, load_detector, new_detector)
+from detection.data import VOC_CLASSES, load_voc  # noqa: E402
+from detection.tasks import DetectionFT, DetectorTraining, voc_evaluate  # noqa: E402
+from translator import Translator  # noqa: E402
+from utils import distributed  # noqa: E402
+from utils.checkpoint import check_same_data, load_paraphraser, paraphraser_identity  # noqa: E402
+from utils.cli import run_main  # noqa: E402
+from utils.distill.ft import FT_REDUCTIONS  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from utils.train import Stage, fit, open_run, resolve_device  # noqa: E402
+
+METHODS = {"ce": "the student alone (detection losses)",
+           "ft": "Factor Transfer on the backbone map (--teacher, --paraphraser, --beta)"}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Factor Transfer for detection, stage 3: train the student Faster R-CNN (VGG-16) "
+                    "on PASCAL VOC 2007, alone or with Factor Transfer from a frozen teacher.")
+    parser.add_argument("--method", default="ft", choices=tuple(METHODS),
+                        help="; ".join(f"{k}: {v}" for k, v in METHODS.items()) + " (default: ft)")
+    parser.add_argument("--teacher", help="teacher run folder of detection/train_teacher.py (ft)")
+    parser.add_argument("--paraphraser", help="paraphraser run folder of detection/train_paraphraser.py "
+                                              "for that teacher (ft)")
+    g = parser.add_argument_group("Factor Transfer (ft)")
+    g.add_argument("--beta", type=float, default=1000.0,
+                   help="beta, weight of L_FT (paper, ImageNet and VOC 2007: 1000) (default: 1000)")
+    g.add_argument("--p", type=int, default=1, choices=(1, 2), help="p of L_FT (Eq. 3) (default: 1)")
+    g.add_argument("--ft-reduction", default="mean", choices=FT_REDUCTIONS,
+                   help="mean: of |q_t - q_s|^p over batch and factor elements, the authors' code "
+                        "(beta is set against it); norm: Eq. (3) as printed (default: mean)")
+    g.add_argument("--translator-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="BatchNorm in the translator (default: as the paraphraser)")
+    add_detector_args(parser, default_arch="vgg16")
+    add_voc_args(parser)
+    add_detection_schedule_args(parser, DETECTION_ITERS, DETECTION_MILESTONES, lr=0.001)
+    add_detection_run_args(parser, eval_every=10000)
+    return parser
+
+
+def load_data(args, device):
+    return load_voc(args.data_root, args.train_split, args.test_split, device, args.download,
+                    args.train_subset, args.test_subset, args.flip)
+
+
+def prepare_device(args) -> torch.device:
+    device = resolve_device(args.device)
+    if distributed.active():
+        raise UserError("the detection scripts run in one process; start them without torchrun")
+    return device
+
+
+def detector_stage(args, kind: str, task, model, config, data, identity: dict, info: dict) -> Stage:
+    """The Stage of a detector's training: evaluated by VOC 2007 mAP (higher is better)."""
+    return Stage(
+        kind=kind, task=task, trainable=task.trainable(), primary="map", maximize=True,
+        evaluate=lambda: voc_evaluate(model, data, args.eval_batch_size, VOC_CLASSES),
+        info={"arch": args.arch, "detector": config.to_dict(), "dataset": DATASET,
+              "num_classes": data.num_classes, **info},
+        identity={"task": "detection", **identity, "arch": args.arch, "dataset": DATASET,
+                  "pretrained": bool(args.pretrained), "iters": args.iters, "seed": args.seed})
+
+
+def train_alone(args, kind: str, identity: dict) -> dict | None:
+    """A detector trained with the detection losses only (the teacher; the student alone)."""
+    device = prepare_device(args)
+    run = open_run(args)
+    if run is None:
+        return None
+    data = load_data(args, device)
+    torch.manual_seed(args.seed)
+    model, config = new_detector(args, data.num_classes)
+    task = DetectorTraining(model.to(device))
+    return fit(detector_stage(args, kind, task, model, config, data, identity, {}), data, run, args)
+
+
+def main(args: argparse.Namespace) -> None:
+    check_detection_args(args)
+    if args.method == "ce":
+        if args.teacher or args.paraphraser:
+            raise UserError("--method ce trains the student alone; drop --teacher / --paraphraser")
+        result = train_alone(args, kind="student", identity={"stage": "student", "method": "ce"})
+    else:
+        result = train_ft(args)
+    if result is not None:
+        print(json.dumps(result, indent=2, sort_keys=True))
+
+
+def train_ft(args: argparse.Namespace) -> dict | None:
+    if not args.teacher or not args.paraphraser:
+        raise UserError("--method ft needs --teacher (detection/train_teacher.py) and --paraphraser "
+                        "(detection/train_paraphraser.py) run folders")
+    teacher, teacher_ckpt = load_detector(args.teacher)
+    check_same_data(teacher_ckpt, "teacher", DATASET)
+    teacher_id = detector_identity(teacher, teacher_ckpt)
+    paraphraser, para_ckpt = load_paraphraser(args.paraphraser)
+    check_same_data(para_ckpt, "paraphraser", DATASET)
+    if para_ckpt["teacher"]["fingerprint"] != teacher_id["fingerprint"]:
+        raise UserError(f"--paraphraser {args.paraphraser} was trained on another teacher (weights "
+                        f"differ from --teacher {args.teacher}); train a paraphraser for this teacher")
+    device = prepare_device(args)
+
+    # ---------------------------------------------------------------- run folder
+    run = open_run(args)
+    if run is None:
+        return None
+
+    # ---------------------------------------------------------------- data
+    data = load_data(args, device)
+
+    # ---------------------------------------------------------------- networks and loss
+    torch.manual_seed(args.seed)
+    student, config = new_detector(args, data.num_classes)
+    if teacher_ckpt["detector"]["num_classes"] != config.num_classes:
+        raise UserError(f"--teacher has {teacher_ckpt['detector']['num_classes']} classes, this run "
+                        f"{config.num_classes}")
+    bn = paraphraser.config["bn"] if args.translator_bn is None else args.translator_bn
+    translator = Translator(student.backbone.out_channels, paraphraser.factor_channels, bn=bn)
+    task = DetectionFT(student, teacher, paraphraser, translator, args.beta, args.p, args.ft_reduction).to(device)
+
+    # ---------------------------------------------------------------- train
+    stage = detector_stage(
+        args, "student", task, student, config, data,
+        identity={"stage": "student", "method": "ft", "teacher": teacher_id,
+                  "paraphrasers": [paraphraser_identity(paraphraser, para_ckpt)]},
+        info={"method": "ft", "translator_config": translator.config,
+              "teacher": {"arch": teacher_id["arch"], "fingerprint": teacher_id["fingerprint"]}})
+    return fit(stage, data, run, args)
+
+
+if __name__ == "__main__":
+    run_main(main, get_args_parser())
