@@ -59,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "none) (default: 0.1 with BN, 0.03 without; measurements: docs/choices.md)")
     parser.add_argument("--epochs", type=float, default=30,
                         help="training epochs, used when --iters is not given (paper: at most 30; the "
-                             "authors' released paraphraser: 5) (default: 30)")
+                             "authors' script: 6 passes, range(0, 5+1)) (default: 30)")
     parser.add_argument("--holdout", type=float, default=0.1,
                         help="fraction of training images held out of paraphraser training to report "
                              "its reconstruction loss on unseen images (default: 0.1)")

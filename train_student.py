@@ -51,15 +51,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="beta, weight of L_FT (paper, CIFAR: 500; ImageNet: 1000) (default: 500)")
     g.add_argument("--p", type=int, default=1, choices=(1, 2),
                    help="p of L_FT (Eq. 3; Table 7 compares 1 and 2): mean over batch and C*H*W "
-                        "factor elements of |F_T/||F_T|| - F_S/||F_S|| |^p. p = 2 averages squares of "
-                        "differences of unit vectors, so at the same beta it is far weaker than p = 1 "
-                        "(ResNet-56 -> ResNet-20, k 0.5, beta 500, at initialization: 4%% of p = 1's "
-                        "term, 6%% of its gradient; README) (default: 1)")
+                        "factor elements of |F_T/||F_T|| - F_S/||F_S|| |^p; at the same beta, p = 2 is a "
+                        "far weaker term than p = 1 (measured: docs/choices.md) (default: 1)")
     g.add_argument("--ft-reduction", default="mean", choices=FT_REDUCTIONS,
                    help="how L_FT reduces |F_T/||F_T|| - F_S/||F_S|| |: mean: of the p-th powers over "
                         "batch and elements, the authors' code (beta = 500 is set against it); norm: "
                         "Eq. (3) as printed, the p-norm of each image's difference, batch-averaged "
-                        "(p = 1: C*H*W times mean; p = 2 with norm needs beta ~10) (default: mean)")
+                        "(p = 1: C*H*W times mean; docs/choices.md) (default: mean)")
     g.add_argument("--ft-groups", default="last", choices=("last", "all"),
                    help="transfer the teacher's last group (the paper's FT) or every group, with a "
                         "paraphraser (trained with train_paraphraser.py --group G) and a translator "

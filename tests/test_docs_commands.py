@@ -154,7 +154,7 @@ class Page:
                 return "dry run", lambda: self.bash(env, ["bash", argv[0]])
             if argv[0] == "scripts/device_check.sh":
                 return "--help (needs a GPU; tests/test_device_check.py runs it on the CPU)", \
-                    lambda: self.bash(env, ["bash", argv[0], "OUT", "--help"])
+                    lambda: self.bash(env, ["bash", argv[0], str(self.tmp / "device-check"), "--help"])
             return None
         if argv[0] == "tensorboard":
             return "--help (a server)", lambda: self.bash(env, ["tensorboard", "--help"])

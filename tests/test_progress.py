@@ -27,8 +27,8 @@ def test_bar_postfix_shows_each_loss_part_and_the_test_error():
         "recon 0.2 | recon test 0.174"
 
 
-def test_a_runs_bar_carries_its_name_loss_and_test_error(tiny_args, capsys):
-    run(train_teacher, [*tiny_args("t"), "--arch", "resnet20", "--iters", "4", "--eval-every", "2",
+def test_a_runs_bar_carries_its_name_loss_and_test_error(tiny_args, tmp_path, capsys):
+    run(train_teacher, [*tiny_args(tmp_path / "t"), "--arch", "resnet20", "--iters", "4", "--eval-every", "2",
                         "--progress", "on", "--seed", "3"])
     err = capsys.readouterr().err
     assert "teacher resnet20 s3" in err
