@@ -96,6 +96,8 @@ D100=$RUNS/cifar100
 TEACHER_SCHEDULE="${TEACHER_ITERS:+--iters $TEACHER_ITERS}"
 STUDENT_SCHEDULE="${ITERS:+--iters $ITERS}"
 PARA_SCHEDULE="${PARA_EPOCHS:+--epochs $PARA_EPOCHS}${PARA_ITERS:+--iters $PARA_ITERS}"
+# Every table paraphraser says whether it holds out images (train_paraphraser.py's default share).
+PARA_HOLDOUT="--holdout 0.1"
 # The paper's transfer hyperparameters (Sec. 4 and its appendix; baselines as README "Choices"), spelled out
 # in every command so each run folder's args.json records them.
 FT="--beta 500 --p 1"
