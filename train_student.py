@@ -19,6 +19,7 @@ import torch
 from models import build_model, check_model_name
 from utils.checkpoint import (check_same_data, load_classifier, load_paraphraser,
                               paraphraser_identity, teacher_identity)
+from utils.cli import add_network_args, resolve_network_args, set_up_network
 from utils.cli import (PAPER_ITERS, add_data_args, add_run_args, add_schedule_args, add_teacher_data_arg, check_positive,
                        check_schedule, run_main)
 from utils.distill import KD, METHODS, Frozen
@@ -110,11 +111,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_data_args(parser)
     add_schedule_args(parser, iters=PAPER_ITERS)
     add_run_args(parser)
+    add_network_args(parser)
     return parser
 
 
 def check_args(args: argparse.Namespace) -> None:
     check_schedule(args)
+    resolve_network_args(args)
     check_positive(args, "beta", "at_beta", "kd_T", "ktan_lr_d", "ktan_d_width")
     if args.kd_form is None and METHODS[args.method].kd:
         args.kd_form = "hinton" if args.method == "ktan" else "at2017"
@@ -206,10 +209,12 @@ def main(args: argparse.Namespace) -> None:
 
     # ---------------------------------------------------------------- networks and loss
     torch.manual_seed(args.seed)
-    student = build_model(args.arch, data.num_classes)
+    student = set_up_network(build_model(args.arch, data.num_classes), args)
     kd = KD(T=args.kd_T, alpha=args.kd_alpha, form=args.kd_form) if method.kd else None
     frozen = Frozen(teacher, [(p, group) for p, group, _ in paraphrasers], data.image_size)
     task, method_info = method.build(args, student, frozen, kd)
+    for module in task.trainable().values():  # the translators too: every trained BatchNorm
+        set_up_network(module, argparse.Namespace(wrn_init="standard", bn_images=args.bn_images))
     task.to(device)
     info = {"arch": args.arch, "num_classes": data.num_classes, "dataset": args.dataset,
             "method": args.method, **method_info}
