@@ -23,7 +23,7 @@ from utils.train import Stage, fit, load_training_data, open_run, resolve_device
 
 DEFAULT_K = 0.5
 RAE_K = 2.0
-# --rae-lambda by --bn (scripts/rae_lambda.py, README "RAE: the penalty's weight").
+# --rae-lambda by --bn (scripts/rae_lambda.py, docs/choices.md).
 RAE_LAMBDA = {True: 0.1, False: 0.03}
 # What the other kinds record for the unused --rae-lambda: the former default, so that
 # paraphraser run folders made before it changed still resume.

@@ -8,7 +8,7 @@
 #   bash scripts/demo.sh path/to/cifar10-jpeg.tar.gz   # offline: an image-folder tree or its archive
 #
 # The teacher and its paraphraser are the shipped ones (results/shipped/, trained by this
-# repository on the CIFAR-10 JPEG copy; README "Shipped teacher"), so only the students
+# repository on the CIFAR-10 JPEG copy; results/shipped/README.md), so only the students
 # train.  On torchvision's CIFAR-10 they teach with --teacher-data-copy (the same images,
 # without JPEG's rounding) and the summary gives the teacher's error on those images.
 #

@@ -98,7 +98,7 @@ STUDENT_SCHEDULE="${ITERS:+--iters $ITERS}"
 PARA_SCHEDULE="${PARA_EPOCHS:+--epochs $PARA_EPOCHS}${PARA_ITERS:+--iters $PARA_ITERS}"
 # Every table paraphraser says whether it holds out images (train_paraphraser.py's default share).
 PARA_HOLDOUT="--holdout 0.1"
-# The paper's transfer hyperparameters (Sec. 4 and its appendix; baselines as README "Choices"), spelled out
+# The paper's transfer hyperparameters (Sec. 4 and its appendix; baselines as docs/choices.md), spelled out
 # in every command so each run folder's args.json records them.
 FT="--beta 500 --p 1"
 KD="--kd-T 4 --kd-alpha 0.9"

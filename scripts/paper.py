@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # models, paraphraser and utils, for the costs and the report
 
 # ----------------------------------------------------------------------------- the paper
-# The paper's five k values between 0.5 and 4 are not stated; this is our reading (README
-# "Choices").  The table scripts train these k (scripts/lib.sh), the report lays them out.
+# The paper's five k values between 0.5 and 4 are not stated; this is our reading
+# (docs/choices.md).  The table scripts train these k (scripts/lib.sh), the report lays them out.
 K_SWEEP = (0.5, 1.0, 2.0, 3.0, 4.0)
 # Error (%) from the paper's Tables 1-4, 6 and 7.  Sweeps: the k of K_SWEEP, then CAE and RAE.
 T1_COLUMNS = ("student", "at", "kd", "ft", "at+kd", "ft+kd", "teacher")  # of Tables 1 and 3; FT: its best k
