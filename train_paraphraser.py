@@ -23,7 +23,7 @@ from utils.train import Stage, fit, load_training_data, open_run, resolve_device
 
 DEFAULT_K = 0.5
 RAE_K = 2.0
-# --rae-lambda by --bn (scripts/rae_lambda.py, README "RAE: the penalty's weight").
+# --rae-lambda by --bn (scripts/rae_lambda.py, docs/choices.md).
 RAE_LAMBDA = {True: 0.1, False: 0.03}
 # What the other kinds record for the unused --rae-lambda: the former default, so that
 # paraphraser run folders made before it changed still resume.
@@ -56,13 +56,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "L2Loss) (default: l1)")
     parser.add_argument("--rae-lambda", type=float, default=None,
                         help="RAE only: weight lambda of the penalty lambda * mean|F_T| (the paper gives "
-                             "none). Default 0.1 with BN, 0.03 without: in 200 steps on a ResNet-56's maps "
-                             "they shrink mean|F_T| by 59%% / 74%% and raise its Hoyer sparsity 0.46 -> 0.53 "
-                             "/ 0.43 -> 0.62 at +6%% / +8%% holdout reconstruction loss; the former 1e-4 "
-                             "changed nothing (scripts/rae_lambda.py, README)")
+                             "none) (default: 0.1 with BN, 0.03 without; measurements: docs/choices.md)")
     parser.add_argument("--epochs", type=float, default=30,
                         help="training epochs, used when --iters is not given (paper: at most 30; the "
-                             "authors' released paraphraser: 5) (default: 30)")
+                             "authors' script: 6 passes, range(0, 5+1)) (default: 30)")
     parser.add_argument("--holdout", type=float, default=0.1,
                         help="fraction of training images held out of paraphraser training to report "
                              "its reconstruction loss on unseen images (default: 0.1)")

@@ -19,6 +19,7 @@ import torch
 from models import build_model, check_model_name
 from utils.checkpoint import (check_same_data, load_classifier, load_paraphraser,
                               paraphraser_identity, teacher_identity)
+from utils.cli import add_network_args, resolve_network_args, set_up_network
 from utils.cli import (PAPER_ITERS, add_data_args, add_run_args, add_schedule_args, add_teacher_data_arg, check_positive,
                        check_schedule, run_main)
 from utils.distill import KD, METHODS, Frozen
@@ -51,15 +52,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="beta, weight of L_FT (paper, CIFAR: 500; ImageNet: 1000) (default: 500)")
     g.add_argument("--p", type=int, default=1, choices=(1, 2),
                    help="p of L_FT (Eq. 3; Table 7 compares 1 and 2): mean over batch and C*H*W "
-                        "factor elements of |F_T/||F_T|| - F_S/||F_S|| |^p. p = 2 averages squares of "
-                        "differences of unit vectors, so at the same beta it is far weaker than p = 1 "
-                        "(ResNet-56 -> ResNet-20, k 0.5, beta 500, at initialization: 4%% of p = 1's "
-                        "term, 6%% of its gradient; README) (default: 1)")
+                        "factor elements of |F_T/||F_T|| - F_S/||F_S|| |^p; at the same beta, p = 2 is a "
+                        "far weaker term than p = 1 (measured: docs/choices.md) (default: 1)")
     g.add_argument("--ft-reduction", default="mean", choices=FT_REDUCTIONS,
                    help="how L_FT reduces |F_T/||F_T|| - F_S/||F_S|| |: mean: of the p-th powers over "
                         "batch and elements, the authors' code (beta = 500 is set against it); norm: "
                         "Eq. (3) as printed, the p-norm of each image's difference, batch-averaged "
-                        "(p = 1: C*H*W times mean; p = 2 with norm needs beta ~10) (default: mean)")
+                        "(p = 1: C*H*W times mean; docs/choices.md) (default: mean)")
     g.add_argument("--ft-groups", default="last", choices=("last", "all"),
                    help="transfer the teacher's last group (the paper's FT) or every group, with a "
                         "paraphraser (trained with train_paraphraser.py --group G) and a translator "
@@ -112,11 +111,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_data_args(parser)
     add_schedule_args(parser, iters=PAPER_ITERS)
     add_run_args(parser)
+    add_network_args(parser)
     return parser
 
 
 def check_args(args: argparse.Namespace) -> None:
     check_schedule(args)
+    resolve_network_args(args)
     check_positive(args, "beta", "at_beta", "kd_T", "ktan_lr_d", "ktan_d_width")
     if args.kd_form is None and METHODS[args.method].kd:
         args.kd_form = "hinton" if args.method == "ktan" else "at2017"
@@ -208,10 +209,12 @@ def main(args: argparse.Namespace) -> None:
 
     # ---------------------------------------------------------------- networks and loss
     torch.manual_seed(args.seed)
-    student = build_model(args.arch, data.num_classes)
+    student = set_up_network(build_model(args.arch, data.num_classes), args)
     kd = KD(T=args.kd_T, alpha=args.kd_alpha, form=args.kd_form) if method.kd else None
     frozen = Frozen(teacher, [(p, group) for p, group, _ in paraphrasers], data.image_size)
     task, method_info = method.build(args, student, frozen, kd)
+    for module in task.trainable().values():  # the translators too: every trained BatchNorm
+        set_up_network(module, argparse.Namespace(wrn_init="standard", bn_images=args.bn_images))
     task.to(device)
     info = {"arch": args.arch, "num_classes": data.num_classes, "dataset": args.dataset,
             "method": args.method, **method_info}

@@ -9,6 +9,7 @@ import json
 import torch
 
 from models import build_model, check_model_name
+from utils.cli import add_network_args, resolve_network_args, set_up_network
 from utils.cli import PAPER_ITERS, add_data_args, add_run_args, add_schedule_args, check_schedule, run_main
 from utils.errors import UserError
 from utils.distill.base import Classification
@@ -23,11 +24,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_data_args(parser)
     add_schedule_args(parser, iters=PAPER_ITERS)
     add_run_args(parser)
+    add_network_args(parser)
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
     check_schedule(args)
+    resolve_network_args(args)
     try:
         check_model_name(args.arch)
     except ValueError as exc:
@@ -44,7 +47,7 @@ def main(args: argparse.Namespace) -> None:
 
     # ---------------------------------------------------------------- network
     torch.manual_seed(args.seed)
-    model = build_model(args.arch, data.num_classes).to(device)
+    model = set_up_network(build_model(args.arch, data.num_classes), args).to(device)
     task = Classification(model)
 
     # ---------------------------------------------------------------- train

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from models import build_model, model_names
+from models.features import group_channels
 
 
 def count_params(model: nn.Module) -> int:
@@ -72,7 +73,7 @@ def main(args: argparse.Namespace) -> None:
     print(f"{'name':<16}{'params (M)':>12}{'MACs (G)':>12}   group channels  ({args.dataset}, 1x3x32x32)")
     for name in args.names:
         model = build_model(name, num_classes)
-        print(f"{name:<16}{count_params(model) / 1e6:>12.4f}{count_macs(model) / 1e9:>12.4f}   {model.group_channels}")
+        print(f"{name:<16}{count_params(model) / 1e6:>12.4f}{count_macs(model) / 1e9:>12.4f}   {group_channels(model)}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,20 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+
+def init_weights_at(model: nn.Module) -> None:
+    """The attention-transfer authors' initialization of their functional WRN (their
+    utils.py: conv_params, linear_params, bn_params): convolutions and the linear layer
+    Kaiming-normal with fan-in (gain sqrt 2), BN weights uniform in [0, 1), biases 0."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.uniform_(m.weight, 0.0, 1.0)
+            nn.init.zeros_(m.bias)
+
 class PreActBlock(nn.Module):
     """BN-ReLU-conv-BN-ReLU-(dropout)-conv, plus shortcut.
 

@@ -18,8 +18,7 @@
 #                      empty: one run at a time on the default device
 #   RUNS_PER_GPU=1     runs sharing one GPU at a time
 #   CPU_JOBS=1         with GPUS empty: runs at a time on the CPU, each with OMP_NUM_THREADS
-#                      = cores / CPU_JOBS (on 2 cores, two one-thread FT students side by
-#                      side made 1.19x the steps a second of one two-thread run: README)
+#                      = cores / CPU_JOBS (measured throughput: docs/speed.md)
 #   LAUNCHER=local     local | slurm (sbatch --wrap "srun ...", --dependency=afterok:<jobid>)
 #   SBATCH_ARGS="--gres=gpu:1"   extra sbatch options (partition, time, account...)
 #   DRY_RUN=1          print one command line per run (finished ones as "# finished: ...")
@@ -97,7 +96,9 @@ D100=$RUNS/cifar100
 TEACHER_SCHEDULE="${TEACHER_ITERS:+--iters $TEACHER_ITERS}"
 STUDENT_SCHEDULE="${ITERS:+--iters $ITERS}"
 PARA_SCHEDULE="${PARA_EPOCHS:+--epochs $PARA_EPOCHS}${PARA_ITERS:+--iters $PARA_ITERS}"
-# The paper's transfer hyperparameters (Sec. 4 and its appendix; baselines as README "Choices"), spelled out
+# Every table paraphraser says whether it holds out images (train_paraphraser.py's default share).
+PARA_HOLDOUT="--holdout 0.1"
+# The paper's transfer hyperparameters (Sec. 4 and its appendix; baselines as docs/choices.md), spelled out
 # in every command so each run folder's args.json records them.
 FT="--beta 500 --p 1"
 KD="--kd-T 4 --kd-alpha 0.9"
@@ -194,18 +195,21 @@ _schedule_local() {
   _STATUS_DIR=$(mktemp -d)
   _SLOT_PID=() _SLOT_RUN=() _SLOT_T0=() _FAILED=0
   trap '_stop_all; exit 130' INT TERM
+  local n=0 total=$#
   for stage in 1 2 3; do
     for i in "$@"; do
       [[ ${RUN_STAGE[$i]} == "$stage" ]] || continue
       local dir=${RUN_DIR[$i]}
-      finished "$dir" && continue
+      n=$((n + 1))
+      if finished "$dir"; then say "run $n of $total: ${dir#"$RUNS"/} skipped (finished)"; continue; fi
       for dep in ${RUN_DEPS[$i]}; do
         if ! finished "$dep"; then
-          say "[skip] $dir: $dep is not finished"
+          say "run $n of $total: ${dir#"$RUNS"/} skipped ($dep is not finished)"
           _FAILED=$((_FAILED + 1))
           continue 2
         fi
       done
+      say "run $n of $total: ${dir#"$RUNS"/}"
       _take_slot "${#slots[@]}"
       j=$_FREE
       _launch "$j" "${slots[$j]}" "$i"

@@ -18,15 +18,18 @@
 #                           CIFAR-10 constants, as MMRazor's downloaded teacher was)
 # MMRazor's figures (accuracy %): teacher 95.55 / 99.91, student alone 94.82 / 99.87 (mmcls's
 # checkpoints), FT 94.86 / 99.88 (top-1 / top-5).  MMRazor trained on 8 GPUs x 16 images with
-# per-GPU BatchNorm; PYTHON="torchrun --nproc-per-node 8" gives the same (--batch-size is global).
+# per-GPU BatchNorm: on one device BatchNorm runs over 16-image slices of each 128 batch
+# (--bn-images 16, the teacher and both students; BN_IMAGES=0: over the whole batch);
+# PYTHON="torchrun --nproc-per-node 8" is the other way (--batch-size is global, 16 a process).
 #     bash scripts/mmrazor_r50_r18.sh ; python scripts/report.py runs --table mmrazor
 # ITERS / TEACHER_ITERS / PARA_EPOCHS / PARA_ITERS scale it down (milestones stay at 50% / 75%).
 source "$(dirname "$0")/lib.sh"
 
 EPOCHS_200=78000   # 200 epochs x (50,000 // 128 = 390) iterations; milestones 39,000 / 58,500
 MMCLS="--wd 1e-4 --lr 0.1 --momentum 0.9 --batch-size 128"          # mmcls's cifar10_bs128.py
-T_SCHED="--iters ${TEACHER_ITERS:-$EPOCHS_200} $MMCLS"
-S_SCHED="--iters ${ITERS:-$EPOCHS_200} $MMCLS"
+BN="--bn-images ${BN_IMAGES:-16}"                                   # 8 GPUs x 16 images, per-GPU BN
+T_SCHED="--iters ${TEACHER_ITERS:-$EPOCHS_200} $MMCLS $BN"
+S_SCHED="--iters ${ITERS:-$EPOCHS_200} $MMCLS $BN"
 P_SCHED="${PARA_SCHEDULE:---epochs 20} $MMCLS --holdout 0"         # MMRazor's pretrain: 20 epochs
 RGB="--norm cifar10"          # mmcls's mean/std 125.307,122.961,113.8575 / 51.5865,50.847,51.255
 MMRAZOR_DATA="--norm imagenet_bgr"

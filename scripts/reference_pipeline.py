@@ -23,7 +23,7 @@ window by window over a pipe (`RemoteVariant`):
              benchmark's device) and its own `train()` is timed on a window of batches.  The
              data is the benchmark's, written in torchvision's CIFAR-10 format.
 
-The two time the same work; (d) checks that (c) is an honest stand-in (README, Speed).
+The two time the same work; (d) checks that (c) is an honest stand-in (docs/speed.md).
 """
 
 from __future__ import annotations

@@ -23,12 +23,12 @@ for s in $(seeds); do
     run $D/at+kd-$S-from-$T-s$s train_student.py --method at+kd --arch $S --teacher $t $AT $KD $C10 $STUDENT_SCHEDULE --seed $s
     for k in $K_SWEEP; do
       p=$D/para-$T$g-k$k-s$s
-      run $p                          train_paraphraser.py --teacher $t --k $k $G $C10 $PARA_SCHEDULE --seed $s
+      run $p                          train_paraphraser.py --teacher $t --k $k $G $C10 $PARA_SCHEDULE $PARA_HOLDOUT --seed $s
       run $D/ft-$S-from-$T$g-k$k-s$s  train_student.py --method ft --arch $S --teacher $t --paraphraser $p $FT $C10 $STUDENT_SCHEDULE --seed $s
     done
     for kind in cae rae; do
       p=$D/para-$T$g-$kind-s$s
-      run $p                            train_paraphraser.py --teacher $t --kind $kind $G $C10 $PARA_SCHEDULE --seed $s
+      run $p                            train_paraphraser.py --teacher $t --kind $kind $G $C10 $PARA_SCHEDULE $PARA_HOLDOUT --seed $s
       run $D/ft-$S-from-$T$g-$kind-s$s  train_student.py --method ft --arch $S --teacher $t --paraphraser $p $FT $C10 $STUDENT_SCHEDULE --seed $s
     done
     run $D/ft+kd-$S-from-$T$g-k0.5-s$s  train_student.py --method ft+kd --arch $S --teacher $t --paraphraser $D/para-$T$g-k0.5-s$s $FT $KD $C10 $STUDENT_SCHEDULE --seed $s
@@ -37,7 +37,7 @@ for s in $(seeds); do
   # 7.01 %): a k = 0.5 paraphraser and a translator per group, the FT losses summed.
   t=$D/teacher-resnet56-s$s
   for g in 0 1; do
-    run $D/para-resnet56-g$g-k0.5-s$s  train_paraphraser.py --teacher $t --k 0.5 --group $g $C10 $PARA_SCHEDULE --seed $s
+    run $D/para-resnet56-g$g-k0.5-s$s  train_paraphraser.py --teacher $t --k 0.5 --group $g $C10 $PARA_SCHEDULE $PARA_HOLDOUT --seed $s
   done
   run $D/ft-resnet20-from-resnet56-all-k0.5-s$s  train_student.py --method ft --ft-groups all --arch resnet20 --teacher $t \
       --paraphraser $D/para-resnet56-g0-k0.5-s$s $D/para-resnet56-g1-k0.5-s$s $D/para-resnet56-k0.5-s$s $FT $C10 $STUDENT_SCHEDULE --seed $s

@@ -14,7 +14,7 @@ for s in $(seeds); do
     S=${pair%:*} T=${pair#*:}
     t=$D/teacher-$T-s$s p=$D/para-$T-k0.5-s$s
     run $t                      train_teacher.py --arch $T $C10 $TEACHER_SCHEDULE --seed $s
-    run $p                      train_paraphraser.py --teacher $t --k 0.5 $C10 $PARA_SCHEDULE --seed $s
+    run $p                      train_paraphraser.py --teacher $t --k 0.5 $C10 $PARA_SCHEDULE $PARA_HOLDOUT --seed $s
     run $D/ce-$S-s$s            train_student.py --method ce --arch $S $C10 $STUDENT_SCHEDULE --seed $s
     run $D/at-$S-from-$T-s$s    train_student.py --method at --arch $S --teacher $t $AT $C10 $STUDENT_SCHEDULE --seed $s
     run $D/fact-$S-from-$T-s$s  train_student.py --method fact --arch $S --teacher $t $AT $C10 $STUDENT_SCHEDULE --seed $s

@@ -18,12 +18,12 @@ for s in $(seeds); do
     run $D/at+kd-$S-from-$T-s$s train_student.py --method at+kd --arch $S --teacher $t $AT $KD $C100 $STUDENT_SCHEDULE --seed $s
     for k in $K_SWEEP; do
       p=$D/para-$T-k$k-s$s
-      run $p                        train_paraphraser.py --teacher $t --k $k $C100 $PARA_SCHEDULE --seed $s
+      run $p                        train_paraphraser.py --teacher $t --k $k $C100 $PARA_SCHEDULE $PARA_HOLDOUT --seed $s
       run $D/ft-$S-from-$T-k$k-s$s  train_student.py --method ft --arch $S --teacher $t --paraphraser $p $FT $C100 $STUDENT_SCHEDULE --seed $s
     done
     for kind in cae rae; do
       p=$D/para-$T-$kind-s$s
-      run $p                          train_paraphraser.py --teacher $t --kind $kind $C100 $PARA_SCHEDULE --seed $s
+      run $p                          train_paraphraser.py --teacher $t --kind $kind $C100 $PARA_SCHEDULE $PARA_HOLDOUT --seed $s
       run $D/ft-$S-from-$T-$kind-s$s  train_student.py --method ft --arch $S --teacher $t --paraphraser $p $FT $C100 $STUDENT_SCHEDULE --seed $s
     done
     run $D/ft+kd-$S-from-$T-k0.5-s$s  train_student.py --method ft+kd --arch $S --teacher $t --paraphraser $D/para-$T-k0.5-s$s $FT $KD $C100 $STUDENT_SCHEDULE --seed $s

@@ -20,7 +20,7 @@ for s in $(seeds); do
       L="-L$layers" LAYERS="--layers $layers"
       if [[ $layers == 3 ]]; then L="" LAYERS=""; fi   # the paper's paraphraser, the run of Table 2
       p=$D/para-$T-k0.5$L-s$s
-      run $p                          train_paraphraser.py --teacher $t --k 0.5 $LAYERS $DATA $PARA_SCHEDULE --seed $s
+      run $p                          train_paraphraser.py --teacher $t --k 0.5 $LAYERS $DATA $PARA_SCHEDULE $PARA_HOLDOUT --seed $s
       run $D/ft-$S-from-$T-k0.5$L-s$s train_student.py --method ft --arch $S --teacher $t --paraphraser $p $FT $DATA $STUDENT_SCHEDULE --seed $s
     done
   done

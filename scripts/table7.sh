@@ -13,7 +13,7 @@ for s in $(seeds); do
     if [[ $dataset == 10 ]]; then D=$D10 DATA=$C10; else D=$D100 DATA=$C100; fi
     t=$D/teacher-$T-s$s p=$D/para-$T-k$k-s$s
     run $t                  train_teacher.py --arch $T $DATA $TEACHER_SCHEDULE --seed $s
-    run $p                  train_paraphraser.py --teacher $t --k $k $DATA $PARA_SCHEDULE --seed $s
+    run $p                  train_paraphraser.py --teacher $t --k $k $DATA $PARA_SCHEDULE $PARA_HOLDOUT --seed $s
     run $D/ce-$S-s$s        train_student.py --method ce --arch $S $DATA $STUDENT_SCHEDULE --seed $s
     run $D/ft-$S-from-$T-k$k-s$s    train_student.py --method ft --arch $S --teacher $t --paraphraser $p $FT $DATA $STUDENT_SCHEDULE --seed $s
     run $D/ft-$S-from-$T-k$k-p2-s$s train_student.py --method ft --arch $S --teacher $t --paraphraser $p --beta 500 --p 2 $DATA $STUDENT_SCHEDULE --seed $s

@@ -185,6 +185,11 @@ def test_demo_with_the_shipped_teacher_on_a_folder(shipped, tiny_folder, tmp_pat
     assert f"FT - alone, per seed: {diffs};" in proc.stdout and "95% t-interval" in proc.stdout
     assert "7.78" in proc.stdout and "6.85" in proc.stdout and "6.39" in proc.stdout  # the paper's Table 1
     assert not (out / "teacher-resnet56").exists()  # nothing but the students trained
+    numbered = [line for line in proc.stderr.splitlines() if line.startswith("demo.sh: run ")]
+    assert numbered == ["demo.sh: run 1 of 4: student ResNet-20 alone, seed 0, 4 iterations",
+                        "demo.sh: run 2 of 4: student ResNet-20 with FT, seed 0, 4 iterations",
+                        "demo.sh: run 3 of 4: student ResNet-20 alone, seed 1, 4 iterations",
+                        "demo.sh: run 4 of 4: student ResNet-20 with FT, seed 1, 4 iterations"]
 
 
 def test_demo_on_torchvision_cifar10_trains_its_own_teacher_without_shipped_ones(torchvision_cifar10, tmp_path):

@@ -134,6 +134,7 @@ def test_dry_run_issues_mmrazors_setting(tmp_path):
         assert (args.iters, args.milestones, args.milestone_fractions) == (78000, None, [0.5, 0.75])
         assert (args.lr, args.momentum, args.wd, args.batch_size) == (0.1, 0.9, 1e-4, 128)
         assert args.dataset == "cifar10"
+        assert args.bn_images == 16  # MMRazor's 8 GPUs x 16 images with per-GPU BN, on one device
     assert teacher.arch == "resnet50_cifar_mmcls" and teacher.norm == ce.norm == "cifar10"
     assert ce.arch == ft.arch == "resnet18_cifar_mmcls"
     # The pretrain config: k = 0.5 (2048 -> 1024), no BN, normalized L2, 20 epochs at constant lr.

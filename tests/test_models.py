@@ -149,3 +149,19 @@ def test_basic_block_in_place_ops_compute_the_out_of_place_block():
             ref_grads = torch.autograd.grad(ref, [x, *block.parameters()], g)
             assert torch.equal(out, ref)
             assert all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+
+
+def test_summary_prints_each_networks_counts_and_group_channels(capsys):
+    """`python -m models.summary` (README, "The paper, file by file"): one row per network
+    with its parameter and multiply-add counts and the declared group channels."""
+    from models import summary
+
+    summary.main(summary.get_args_parser().parse_args(["--names", "resnet20", "wrn_16_2"]))
+    rows = {line.split()[0]: line.split(None, 3)[1:] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert set(rows) == {"resnet20", "wrn_16_2"}
+    for name, (params_m, macs_g, channels) in rows.items():
+        model = build_model(name, 10)
+        assert float(params_m) == pytest.approx(count_params(model) / 1e6, abs=5e-5)
+        assert float(macs_g) == pytest.approx(count_macs(model) / 1e9, abs=5e-5)
+        assert channels.strip() == str(group_channels(model))
+    assert rows["resnet20"][2].strip() == "[16, 32, 64]" and rows["wrn_16_2"][2].strip() == "[32, 64, 128]"

@@ -175,3 +175,31 @@ def test_reset_momentum_zeroes_the_buffers_at_each_milestone_only(tiny_runs, tmp
     monkeypatch.setattr(utils.data, "train_batch", train_batch)
     run(train_teacher, [*common, "--out", tmp_path / "resumed"])
     assert metrics(tmp_path / "resumed") == reset
+
+
+def test_recipe_at_initializes_wide_resnets_as_the_attention_transfer_code():
+    """--recipe at: BN weights uniform in [0, 1), convs and the linear layer fan-in
+    Kaiming-normal (std sqrt(2 / fan_in)); --wrn-init standard keeps BN weights at 1."""
+    import torch.nn as nn
+
+    import train_teacher
+    from models import build_model
+    from utils.cli import resolve_network_args, set_up_network
+
+    def built(*argv):
+        args = train_teacher.get_args_parser().parse_args(["--arch", "wrn_16_2", "--out", "unused", *argv])
+        resolve_network_args(args)
+        torch.manual_seed(0)
+        return args, set_up_network(build_model("wrn_16_2", 10), args)
+
+    args, model = built("--recipe", "at")
+    assert args.wrn_init == "at"
+    bn = torch.cat([m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert bn.min() >= 0 and bn.max() < 1 and 0.4 < bn.mean().item() < 0.6
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.numel() >= 2000:
+            fan_in = m.weight[0].numel()
+            assert m.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.15)
+    args, model = built("--recipe", "at", "--wrn-init", "standard")
+    assert all((m.weight == 1).all() for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert built()[0].wrn_init == "standard" and built("--wrn-init", "at")[0].wrn_init == "at"

@@ -470,3 +470,13 @@ def test_backfill_gives_old_folders_the_record_of_today(tmp_path, monkeypatch):
     text = markdown(root, "--table", "7")
     assert cells(table_lines(text, "CIFAR-10")[0])[4:] == ["8.00 (n=1)", "7.00 (n=1)", "—", "6.50 (n=1)"]
     assert f"- {orphan}: not placed, its folder has no 'run' record" in text
+
+
+@pytest.mark.parametrize("table", ["1", "2", "3"])
+def test_at_kd_columns_are_labelled_constant_beta(table):
+    """The AT authors' AT+KD decayed beta (schedule unreleased); ours keeps it constant, and
+    every table with an AT+KD column says so."""
+    import paper
+
+    parts = [p for p in paper.TABLES[table]().parts if "AT+KD" in p.headers]
+    assert parts and all("AT+KD with constant beta" in p.note or "AT+KD: constant beta" in p.note for p in parts)

@@ -378,3 +378,10 @@ def test_midscale_declares_the_row_on_one_shipped_teacher(tmp_path):
     assert len(folder) == 4 and not any("--teacher-data-copy" in words for words in folder)
     missing = run_script("midscale", check=False, TEACHER_RUN=tmp_path / "none", PARA_RUN=para, DRY_RUN=1)
     assert missing.returncode == 2 and "must be finished runs" in missing.stderr
+
+
+@pytest.mark.parametrize("table", [t for t in TABLES])
+def test_every_table_paraphraser_states_its_holdout(table, tmp_path):
+    """Each paraphraser a table trains says in its command whether it holds images out."""
+    paras = [w for w in dry_run(table, SEEDS=1, RUNS=tmp_path) if any(x.endswith("train_paraphraser.py") for x in w)]
+    assert paras and all(flag(w, "--holdout") in ("0", "0.1") for w in paras)

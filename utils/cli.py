@@ -211,6 +211,47 @@ def check_schedule(args: argparse.Namespace) -> None:
         raise UserError(f"--milestones must lie between 1 and --iters - 1 ({args.iters - 1}), got {ms}")
 
 
+
+# ---------------------------------------------------------------- network set-up flags
+# Initialization and BatchNorm slicing of the trained networks (teacher and student scripts).
+WRN_INITS = ("standard", "at")
+
+
+def add_network_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("network set-up")
+    g.add_argument("--wrn-init", default=None, choices=WRN_INITS,
+                   help="initialization of a wide ResNet: standard (Kaiming-normal fan-out convs, BN "
+                        "weight 1) or at (the attention-transfer authors' code: fan-in Kaiming-normal "
+                        "convs and linear layer, BN weights uniform in [0, 1)) (default: standard; "
+                        "--recipe at: at)")
+    g.add_argument("--bn-images", type=int, default=0,
+                   help="BatchNorm statistics over slices of this many images of each training batch, "
+                        "as per-GPU BN on several GPUs (MMRazor: 16 of 128); 0, or a batch no larger: over "
+                        "the whole batch "
+                        "(default: 0)")
+
+
+def resolve_network_args(args: argparse.Namespace) -> None:
+    if args.wrn_init is None:
+        args.wrn_init = "at" if args.recipe == "at" else "standard"
+    if args.bn_images < 0 or (0 < args.bn_images < args.batch_size and args.batch_size % args.bn_images):
+        raise UserError(f"--bn-images {args.bn_images} must be 0 or divide --batch-size {args.batch_size}")
+    if args.bn_images and getattr(args, "sync_bn", False):
+        raise UserError("--bn-images and --sync-bn contradict each other: choose slices or the global batch")
+
+
+def set_up_network(model, args: argparse.Namespace):
+    """Apply --wrn-init (to wide ResNets) and --bn-images to a freshly built network."""
+    from models.wide_resnet import WideResNet, init_weights_at
+    from utils.slicedbn import slice_batchnorm
+
+    if args.wrn_init == "at" and isinstance(model, WideResNet):
+        init_weights_at(model)
+    if args.bn_images:
+        slice_batchnorm(model, args.bn_images)
+    return model
+
+
 def run_main(main, parser: argparse.ArgumentParser, argv: list[str] | None = None) -> None:
     """Parse, run, and turn a UserError into a one-line message and exit status 2."""
     from utils import distributed

@@ -187,11 +187,26 @@ class _Stop:
             signal.signal(sig, old)
 
 
-def _progress(args, total: int, initial: int):
+def run_label(identity: dict) -> str:
+    """A run in a few words, for its progress bar: stage or method, network, seed
+    ("FT resnet20 s1", "teacher resnet56 s0", "paraphraser k0.5 of resnet56 s0")."""
+    seed = f"s{identity.get('seed', 0)}"
+    if identity.get("stage") == "student":
+        return f"{identity['method'].upper()} {identity['arch']} {seed}"
+    if identity.get("stage") == "paraphraser":
+        kind = "" if identity.get("kind") in (None, "conv") else f"{identity['kind'].upper()} "
+        return f"paraphraser {kind}k{identity.get('k')} of {(identity.get('teacher') or {}).get('arch')} {seed}"
+    return f"{identity.get('stage', 'run')} {identity.get('arch', '')} {seed}"
+
+
+def _progress(args, total: int, initial: int, identity: dict | None = None):
+    """The run's progress bar, named after the run; `_show` puts each evaluation's loss
+    parts and test error on it."""
     from tqdm import tqdm
 
     disable = {"auto": None, "on": False, "off": True}[args.progress] if args is not None else True
-    return tqdm(total=total, initial=initial, disable=disable, dynamic_ncols=True, leave=False)
+    return tqdm(total=total, initial=initial, disable=disable, dynamic_ncols=True, leave=False,
+                desc=run_label(identity or {}))
 
 
 def fit(stage: Stage, data, run: RunDir, args) -> dict:
@@ -257,7 +272,7 @@ class _Training:
             self.record = run.last_metrics()
             self.metrics = {stage.primary: self.record[stage.primary]}
         stage.task.train()
-        self.bar = _progress(args if self.main else None, args.iters, self.start)
+        self.bar = _progress(args if self.main else None, args.iters, self.start, stage.identity)
 
     # ------------------------------------------------------------------ set-up
     def _make_step(self):
@@ -342,7 +357,7 @@ class _Training:
         self.record, self.metrics, self.window = record, metrics, None
         self.save(done)
         if self.main:
-            self.bar.write(_summary_line(record, self.args.iters))
+            _show(self.bar, record, self.args.iters)
 
     def save(self, iteration: int) -> None:
         if not self.main:
@@ -444,6 +459,20 @@ def _log(writer, record: dict, step: int) -> None:
             "time" if key == "wall_time_s" else "eval"
         writer.add_scalar(f"{group}/{key.removeprefix('loss_')}", value, step)
     writer.flush()
+
+
+def _bar_postfix(record: dict) -> str:
+    """The last evaluation's loss parts (means over the steps since the one before) and
+    test error, as the bar shows them: "ce 1.675 ft 5.931 | test error 52.23"."""
+    losses = [f"{k.removeprefix('loss_')} {v:.4g}" for k, v in record.items() if k.startswith("loss_")]
+    tests = [f"{k.replace('_', ' ')} {v:.4g}" for k, v in record.items()
+             if k in ("test_error", "recon_test", "test_recon") or (k.startswith("recon") and "test" in k)]
+    return "  ".join(losses) + (" | " + "  ".join(tests) if tests else "")
+
+
+def _show(bar, record: dict, iters: int) -> None:
+    bar.set_postfix_str(_bar_postfix(record), refresh=False)
+    bar.write(_summary_line(record, iters))
 
 
 def _summary_line(record: dict, iters: int) -> str:
