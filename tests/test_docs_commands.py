@@ -38,7 +38,7 @@ from conftest import REPO, make_image_folder
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "results" / "table1-reduced" / "README.md"]
 TRAINING = {"train_teacher.py", "train_paraphraser.py", "train_student.py"}
-TABLE_SCRIPT = re.compile(r"scripts/(table\d|midscale|mmrazor_r50_r18)\.sh$")
+TABLE_SCRIPT = re.compile(r"scripts/(table\d|table_voc|midscale|mmrazor_r50_r18)\.sh$")
 # Command lines, matched from their start, that no form of which runs here, and why.
 NOT_RUN = {
     "bash scripts/test.sh": "the test suite itself; a test cannot run the suite it belongs to",
@@ -155,6 +155,9 @@ class Page:
             if argv[0] == "scripts/device_check.sh":
                 return "--help (needs a GPU; tests/test_device_check.py runs it on the CPU)", \
                     lambda: self.bash(env, ["bash", argv[0], str(self.tmp / "device-check"), "--help"])
+            if argv[0] == "scripts/gpu_check.sh":
+                return "--help (needs a GPU; tests/test_gpu_check.py runs it on the CPU with --tiny)", \
+                    lambda: self.bash(env, ["bash", argv[0], str(self.tmp / "gpu-check"), "--help"])
             return None
         if argv[0] == "tensorboard":
             return "--help (a server)", lambda: self.bash(env, ["tensorboard", "--help"])
@@ -173,6 +176,11 @@ class Page:
             return "two networks (--names)", lambda: self.python([*args, "--names", "resnet20", "wrn_16_1"])
         if script in TRAINING:
             return "tiny settings", lambda: self.train(script, args[1:])
+        if script == "detection.synthetic":
+            return "as written, into the test's folder", lambda: self.python(args)
+        if script.startswith("detection/") and script.endswith(".py"):
+            return "--help (needs VOC 2007; tests/test_detection.py trains each stage on a synthetic VOC set)", \
+                lambda: self.python([script, "--help"])
         if script == "scripts/report.py":
             runs = [a for a in args[1:] if not a.startswith("-") and not (self.tmp / a).exists()
                     and a not in ("1", "2", "3", "4", "6", "7", "all", "mmrazor")]
