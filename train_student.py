@@ -23,7 +23,7 @@ from utils.cli import add_network_args, resolve_network_args, set_up_network
 from utils.cli import (PAPER_ITERS, add_data_args, add_run_args, add_schedule_args, add_teacher_data_arg, check_positive,
                        check_schedule, run_main)
 from utils.distill import KD, METHODS, Frozen
-from utils.distill.at import FACT_REDUCTIONS
+from utils.distill.at import BETA_DECAYS, FACT_REDUCTIONS
 from utils.distill.base import KD_FORMS
 from utils.distill.ft import FT_REDUCTIONS
 from utils.errors import UserError
@@ -93,6 +93,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="beta of AT / F-ActT; the term is beta * sum over groups of the mean squared "
                         "difference of the normalized maps, as the AT authors' CIFAR code adds it "
                         "(default: 1000)")
+    g.add_argument("--at-beta-decay", default="none", choices=BETA_DECAYS,
+                   help="none: beta constant, as the AT authors' released code; linear: beta x (1 - "
+                        "iteration / iterations). Their README says their AT+KD decayed beta, on a "
+                        "schedule never released; linear is one reading, not theirs (default: none)")
     g.add_argument("--fact-reduction", default=None, choices=FACT_REDUCTIONS,
                    help="F-ActT's mean per group: positions = sum over channels, mean over batch and H*W "
                         "(each group weighs as in AT at the same beta); elements = mean over batch and "

@@ -348,3 +348,32 @@ def test_resume_is_exact(method, tiny_runs, tmp_path, monkeypatch):
         adam_a, adam_b = a["auxiliary"]["optimizer"]["state"], b["auxiliary"]["optimizer"]["state"]
         assert adam_a.keys() == adam_b.keys()
         assert all(torch.equal(adam_a[i]["exp_avg"], adam_b[i]["exp_avg"]) for i in adam_a)
+
+
+def test_at_beta_decay_linear_scales_the_term_by_the_iterations_left(tiny_runs, tmp_path, monkeypatch):
+    """--at-beta-decay linear: the AT term is beta x (1 - iteration / iterations) at each step
+    (the loop sets it before the step); none, the default, keeps beta constant."""
+    from utils.distill.at import AttentionTransfer, attention_transfer_loss
+
+    torch.manual_seed(0)
+    student, teacher = build_model("resnet20", 10), build_model("resnet20", 10).eval()
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    with torch.no_grad():
+        raw = attention_transfer_loss(student(x)[1], teacher(x)[1])
+    constant = AttentionTransfer(student, teacher, [(i, i) for i in range(3)], beta=1000.0)
+    decayed = AttentionTransfer(student, teacher, [(i, i) for i in range(3)], beta=1000.0, beta_decay="linear")
+    with torch.no_grad():
+        for task in (constant, decayed):
+            task.set_progress(30, 40)
+        assert constant(x, y)[1]["at"].item() == pytest.approx(1000.0 * raw.item(), rel=1e-5)
+        assert decayed(x, y)[1]["at"].item() == pytest.approx(1000.0 * 0.25 * raw.item(), rel=1e-5)
+    # through train_student.py: the loop tells the task each step's progress, in order
+    seen = []
+    original = AttentionTransfer.set_progress
+    monkeypatch.setattr(AttentionTransfer, "set_progress",
+                        lambda self, it, n: (seen.append((it, n)), original(self, it, n))[1])
+    run(train_student, [*tiny_runs.args(tmp_path / "d"), "--method", "at+kd", "--arch", "resnet20",
+                        "--teacher", str(tiny_runs.teacher), "--at-beta-decay", "linear"])
+    assert seen == [(i, 4) for i in range(4)]
+    import json
+    assert json.loads((tmp_path / "d" / "args.json").read_text())["args"]["at_beta_decay"] == "linear"

@@ -41,7 +41,7 @@ AUTO_ARGS = {"channels_last", "fold_bn"}
 # Options added after runs were made, with the value that reproduces those runs: such a
 # run resumes when the option has this value.
 ADDED_ARGS = {"recipe": "paper", "lr_decay": 0.1, "pad_mode": "zero", "ft_reduction": "mean",
-              "wrn_init": "standard", "bn_images": 0}
+              "wrn_init": "standard", "bn_images": 0, "at_beta_decay": "none"}
 
 
 def git_commit() -> str:

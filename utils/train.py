@@ -261,6 +261,8 @@ class _Training:
         self.fast = perf.fast_paths(args, device)
         perf.prepare_task(stage.task, device, self.fast["fold_bn"], self.fast["channels_last"])
         self.train_step = self._make_step()
+        # a task whose loss follows the schedule (AT's decayed beta) is told each step's progress
+        self.set_progress = getattr(stage.task, "set_progress", None)
         self._resume()
 
         from torch.utils.tensorboard import SummaryWriter
@@ -331,6 +333,8 @@ class _Training:
             group["lr"] = self.lr
         if self.reset_momentum and it in args.milestones:
             zero_momentum(optimizer)
+        if self.set_progress is not None:
+            self.set_progress(it, args.iters)
         x, y = self.next_batch(it)
         if self.fast["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -85,21 +85,41 @@ def activation_transfer_loss(feats_s: Sequence[torch.Tensor], feats_t: Sequence[
     return total
 
 
+BETA_DECAYS = ("none", "linear")
+
+
 class AttentionTransfer(Distillation):
     """AT: `beta * sum_j mean (Q_s^j - Q_t^j)^2` over the group pairs `pairs` =
     [(student group, teacher group), ...], as the AT authors' CIFAR code weighs it
-    (beta = 1000); logged as "at"."""
+    (beta = 1000); logged as "at".
+
+    `beta_decay`: "none" keeps beta constant (the default; the AT authors' released code);
+    "linear" scales it by 1 - iteration / iterations, from beta at the first step to 0 at
+    the end.  The AT authors' README says their AT+KD decayed beta, on a schedule they did
+    not release: "linear" is one reading of it, not theirs.  The scale is a buffer the loop
+    sets before each step (`set_progress`), so a captured CUDA graph reads the new value."""
 
     def __init__(self, student, teacher, pairs: Sequence[tuple[int, int]], beta: float = 1000.0,
-                 kd: KD | None = None):
+                 kd: KD | None = None, beta_decay: str = "none"):
         super().__init__(student, teacher, kd)
-        self.pairs, self.beta = [tuple(p) for p in pairs], beta
+        if beta_decay not in BETA_DECAYS:
+            raise ValueError(f"unknown beta decay '{beta_decay}', choose one of {', '.join(BETA_DECAYS)}")
+        self.pairs, self.beta, self.beta_decay = [tuple(p) for p in pairs], beta, beta_decay
+        self.register_buffer("beta_scale", torch.ones(()), persistent=False)
+
+    def set_progress(self, iteration: int, iterations: int) -> None:
+        """Before the step of `iteration` (0-based) of `iterations`: the decayed beta's scale."""
+        if self.beta_decay == "linear":
+            self.beta_scale.fill_(1.0 - iteration / iterations)
+
+    def weight(self) -> torch.Tensor | float:
+        return self.beta * self.beta_scale if self.beta_decay != "none" else self.beta
 
     def paired(self, feats_s, feats_t):
         return [feats_s[i] for i, _ in self.pairs], [feats_t[j] for _, j in self.pairs]
 
     def transfer(self, feats_s, feats_t):
-        return {"at": self.beta * attention_transfer_loss(*self.paired(feats_s, feats_t))}
+        return {"at": self.weight() * attention_transfer_loss(*self.paired(feats_s, feats_t))}
 
 
 class ActivationTransfer(AttentionTransfer):
@@ -108,12 +128,12 @@ class ActivationTransfer(AttentionTransfer):
     logged as "fact"."""
 
     def __init__(self, student, teacher, pairs, beta: float = 1000.0, kd: KD | None = None,
-                 reduction: str = "positions"):
-        super().__init__(student, teacher, pairs, beta, kd)
+                 reduction: str = "positions", beta_decay: str = "none"):
+        super().__init__(student, teacher, pairs, beta, kd, beta_decay)
         self.reduction = reduction
 
     def transfer(self, feats_s, feats_t):
-        return {"fact": self.beta * activation_transfer_loss(*self.paired(feats_s, feats_t), self.reduction)}
+        return {"fact": self.weight() * activation_transfer_loss(*self.paired(feats_s, feats_t), self.reduction)}
 
 
 # ---------------------------------------------------------------------- building from the flags
@@ -145,7 +165,7 @@ def build_at(args, student, frozen: Frozen, kd: KD | None):
     use_raw_group_outputs(student, frozen.teacher)
     pairs = pair_groups(group_shapes(student, frozen.input_size),
                         group_shapes(frozen.teacher, frozen.input_size), "AT")
-    return AttentionTransfer(student, frozen.teacher, pairs, args.at_beta, kd), {"pairs": pairs}
+    return AttentionTransfer(student, frozen.teacher, pairs, args.at_beta, kd, args.at_beta_decay), {"pairs": pairs}
 
 
 def build_fact(args, student, frozen: Frozen, kd: KD | None):
@@ -160,5 +180,5 @@ def build_fact(args, student, frozen: Frozen, kd: KD | None):
         raise UserError(f"F-ActT (--method fact) needs student and teacher groups of equal width "
                         f"({listing}); use a student as wide as the teacher, or --method at")
     task = ActivationTransfer(student, frozen.teacher, pairs, args.at_beta, kd,
-                              args.fact_reduction or "positions")
+                              args.fact_reduction or "positions", args.at_beta_decay)
     return task, {"pairs": pairs}
