@@ -300,25 +300,26 @@ _stop_all() {  # SIGINT/SIGTERM: the training scripts checkpoint on SIGTERM; re-
 # again (its job id is kept in FOLDER/slurm.jobid).
 _schedule_slurm() {
   declare -A job=()
-  local i stage dep dir id ids submitted=0 skipped=0
+  local i stage dep dir id ids submitted=0 skipped=0 n=0 total=$#
   for stage in 1 2 3; do
     for i in "$@"; do
       [[ ${RUN_STAGE[$i]} == "$stage" ]] || continue
       dir=${RUN_DIR[$i]}
-      finished "$dir" && continue
+      n=$((n + 1))
+      if finished "$dir"; then say "run $n of $total: ${dir#"$RUNS"/} skipped (finished)"; continue; fi
       ids=()
       for dep in ${RUN_DEPS[$i]}; do
         finished "$dep" && continue
         if [[ -z ${job[$dep]:-} ]] && id=$(_queued_job "$dep"); then job[$dep]=$id; fi
         if [[ -z ${job[$dep]:-} ]]; then
-          say "[skip] $dir: $dep is neither finished nor queued"
+          say "run $n of $total: [skip] $dir: $dep is neither finished nor queued"
           skipped=$((skipped + 1))
           continue 2
         fi
         ids+=("${job[$dep]}")
       done
       if id=$(_queued_job "$dir"); then
-        say "[queued] $dir is job $id already"
+        say "run $n of $total: [queued] $dir is job $id already"
         job[$dir]=$id
         continue
       fi
@@ -333,7 +334,7 @@ _schedule_slurm() {
       echo "$id" >"$dir/slurm.jobid"
       job[$dir]=$id
       submitted=$((submitted + 1))
-      say "[submitted] job $id${dependency:+ (${dependency[0]#--})}: $dir"
+      say "run $n of $total: [submitted] job $id${dependency:+ (${dependency[0]#--})}: $dir"
     done
   done
   say "submitted $submitted jobs, $skipped skipped"

@@ -325,6 +325,7 @@ def test_slurm_submits_with_afterok_dependencies(tmp_path):
     proc = run_script("table7", **{**settings, "SQUEUE": tmp_path / "squeue"})
     assert len((tmp_path / "jobs").read_text().splitlines()) == 5
     assert proc.stderr.count("[queued]") == 5 and "submitted 0 jobs" in proc.stderr
+    assert [f"run {i} of 5: [queued]" in proc.stderr for i in range(1, 6)] == [True] * 5
 
 
 # ----------------------------------------------------------------------------- end to end
