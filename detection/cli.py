@@ -15,7 +15,7 @@ from dataclasses import fields
 
 from detection.models import DETECTORS, ROI_OPS, DetectorConfig, build_detector, load_imagenet_weights
 from utils.checkpoint import fingerprint, freeze, read_checkpoint
-from utils.cli import check_positive
+from utils.cli import add_run_folder_args, check_positive
 from utils.errors import UserError
 
 DATASET = "voc2007"
@@ -112,17 +112,8 @@ def add_detection_schedule_args(parser: argparse.ArgumentParser, iters: int | No
 
 
 def add_detection_run_args(parser: argparse.ArgumentParser, eval_every: int) -> None:
-    g = parser.add_argument_group("run")
-    g.add_argument("--out", required=True, help="run folder; re-running the same command there resumes it")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto: cuda when available (default: auto)")
-    g.add_argument("--eval-every", type=int, default=eval_every,
-                   help=f"evaluate, log and checkpoint every N iterations (default: {eval_every})")
-    g.add_argument("--eval-batch-size", type=int, default=1, help="test images per forward pass (default: 1)")
-    g.add_argument("--force", action="store_true", help="overwrite a run folder holding other arguments")
-    g.add_argument("--progress", default="auto", choices=("auto", "on", "off"),
-                   help="tqdm progress bar (auto: when stderr is a terminal)")
+    add_run_folder_args(parser, eval_every=eval_every, eval_batch_size=1,
+                        eval_batch_help="test images per forward pass")
     parser.set_defaults(**FIXED_RUN_SETTINGS)
 
 

@@ -80,7 +80,9 @@ def add_schedule_args(parser: argparse.ArgumentParser, *, iters: int | None,
     g.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
 
 
-def add_run_args(parser: argparse.ArgumentParser, *, eval_every: int = 1000) -> None:
+def add_run_folder_args(parser: argparse.ArgumentParser, *, eval_every: int, eval_batch_size: int,
+                        eval_batch_help: str = "evaluation batch size"):
+    """The run group every training script has (CIFAR, ImageNet, detection); returns it."""
     g = parser.add_argument_group("run")
     g.add_argument("--out", required=True,
                    help="run folder; re-running the same command there resumes it")
@@ -89,12 +91,18 @@ def add_run_args(parser: argparse.ArgumentParser, *, eval_every: int = 1000) -> 
                    help="auto: cuda when available (default: auto)")
     g.add_argument("--eval-every", type=int, default=eval_every,
                    help=f"evaluate, log and checkpoint every N iterations (default: {eval_every})")
-    g.add_argument("--eval-batch-size", type=int, default=1000, help="evaluation batch size (default: 1000)")
+    g.add_argument("--eval-batch-size", type=int, default=eval_batch_size,
+                   help=f"{eval_batch_help} (default: {eval_batch_size})")
     g.add_argument("--force", action="store_true", help="overwrite a run folder holding other arguments")
-    g.add_argument("--sync-bn", action="store_true",
-                   help="under torchrun: batch-norm statistics over the global batch, not each process's")
     g.add_argument("--progress", default="auto", choices=("auto", "on", "off"),
                    help="tqdm progress bar (auto: when stderr is a terminal)")
+    return g
+
+
+def add_run_args(parser: argparse.ArgumentParser, *, eval_every: int = 1000) -> None:
+    g = add_run_folder_args(parser, eval_every=eval_every, eval_batch_size=1000)
+    g.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun: batch-norm statistics over the global batch, not each process's")
     g = parser.add_argument_group(
         "speed", "float32 fast paths change only rounding; auto (the default) turns them on where "
         "scripts/benchmark.py measured them faster: the CPU")

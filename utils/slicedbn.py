@@ -51,6 +51,3 @@ def slice_batchnorm(module: nn.Module, images: int) -> nn.Module:
         else:
             slice_batchnorm(child, images)
     return module
-
-
-
