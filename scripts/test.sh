@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the test suite (installs what it needs into ./.venv first).
-#   bash scripts/test.sh            # everything, 4-7 minutes on 2 CPU cores
+#   bash scripts/test.sh            # everything (the longest tests are marked slow)
 #   bash scripts/test.sh -m "not slow" -x   # extra arguments go to pytest
 # TEST_WORKERS (default 2) pytest-xdist workers of one thread each share the cores;
 # TEST_WORKERS=0 runs the suite in one process with torch's default threads.
