@@ -61,10 +61,12 @@ def test_the_whole_command_trains_the_row_in_order_and_returns_three_files(tmp_p
 
 def test_a_run_cut_by_the_budget_is_skipped_and_one_that_fails_is_a_failure(tmp_path):
     # the budget: the teacher and the student alone are stopped at the deadline (each saves
-    # its checkpoint), the runs that need the teacher never start; nothing failed
+    # its checkpoint), the runs that need the teacher never start; nothing failed. The row has
+    # 50 s (budget less reserve): room for two processes to start and evaluate twice on a
+    # loaded CPU, far short of 5,000 iterations
     out = tmp_path / "cut"
-    proc, doc = gpu_check(out, "--row-flags=", "--budget-s", "45", env={"ITERS": "5000", "TEACHER_ITERS": "5000",
-                                                                       "EVAL_EVERY": "2"})
+    proc, doc = gpu_check(out, "--row-flags=", "--budget-s", "60", "--reserve-s", "10",
+                          env={"ITERS": "5000", "TEACHER_ITERS": "5000", "EVAL_EVERY": "2"})
     assert proc.returncode == 0, proc.stdout[-3000:]
     check_out_folder(out)
     row = doc["row"]
