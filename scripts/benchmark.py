@@ -19,40 +19,32 @@ Ways of running the same networks with the same weights:
   (b) fast      (a) with the fastest combination of --channels-last / --amp bf16 /
                 --fold-bn / --compile found on this device (searched per stage, or --fast)
   (c) reference the authors' pipeline on our networks in their configuration
-                (scripts/reference_pipeline.py), in a fresh process
+                (scripts/bench/reference.py), in a fresh process
   (d) authors   with --authors-code DIR: the authors' own scripts from a checkout of their
-                repository, timed through their train() (scripts/reference_pipeline.py)
+                repository, timed through their train() (scripts/bench/reference.py)
 
 The variants take turns window by window (a, a', b, c, d, a, ...), so a slow spell on a
 shared machine hits all of them; each figure is the median images/s over the windows.
 """
 
+
 from __future__ import annotations
 
 import argparse
-import copy
-import itertools
 import json
 import os
-import platform
 import statistics
 import sys
-import threading
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts.reference_pipeline import (AUTHORS_SCRIPTS, BETA, LR, MOMENTUM, WD, RemoteVariant,  # noqa: E402
-                                        bench_data, build_networks, synchronize)
-from utils import perf  # noqa: E402
-from utils.distill.base import Classification, Task  # noqa: E402
-from utils.distill.ft import FactorTransfer, Link  # noqa: E402
-from utils.distill.paraphrase import ParaphraserTraining  # noqa: E402
-from utils.data import BatchSampler, train_batch  # noqa: E402
-from utils.train import add_to_window, make_step, resolve_device  # noqa: E402
+import repo_path  # noqa: F401  (scripts/repo_path.py: the repository's packages, for a script run as a file)
+from bench.measure import DISTURBED, device_name, native_bf16, timed
+from bench.ours import Ours, default_flags, parse_flags, search_fast
+from bench.reference import AUTHORS_SCRIPTS, RemoteVariant, bench_data, build_networks
+from utils import perf
+from utils.train import resolve_device
 
 STAGES = ("teacher", "paraphraser", "student", "ce")
 DEFAULT_STAGES = ("teacher", "paraphraser", "student")
@@ -109,282 +101,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="also time (d): the authors' own scripts, from a checkout of their "
                              "repository (github.com/Jangho-Kim/Factor-Transfer-pytorch)")
     return parser
-
-
-# ============================================================================ ours
-
-def build_task(stage: str, nets: dict) -> Task:
-    """The task `fit` would train for this stage, on copies of `nets`."""
-    n = {k: copy.deepcopy(v) for k, v in nets.items()}
-    if stage == "teacher":
-        return Classification(n["teacher"])
-    if stage == "ce":
-        return Classification(n["student"])
-    if stage == "paraphraser":
-        return ParaphraserTraining(n["teacher"], n["paraphraser"])
-    return FactorTransfer(n["student"], n["teacher"], Link(n["translator"], n["paraphraser"]), beta=BETA)
-
-
-def default_flags(stage: str, device: torch.device) -> frozenset:
-    """The fast paths `fit` turns on by default on this device (utils.perf.fast_paths);
-    fold_bn only where the stage has frozen networks."""
-    on = perf.fast_paths(argparse.Namespace(channels_last=None, fold_bn=None), device)
-    return frozenset(k for k, v in on.items() if v and (k != "fold_bn" or stage in ("paraphraser", "student")))
-
-
-class Ours:
-    """`fit`'s step: train_batch + make_step, and its per-step on-device loss window."""
-
-    def __init__(self, stage, nets, data, device, flags: frozenset, args):
-        self.flags = flags
-        self.label = "+".join(sorted(flags)) or "fp32 NCHW"
-        self.channels_last = "channels_last" in flags
-        self.data, self.seed, self.device = data, args.seed, device
-        self.task = build_task(stage, nets).to(device)
-        params = [p for m in self.task.trainable().values() for p in m.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD)
-        self.sampler = BatchSampler(len(data.train_y), args.batch_size, args.seed, device)
-        perf.prepare_task(self.task, device, "fold_bn" in flags, self.channels_last)
-        self.step = make_step(self.task, self.optimizer, device, "bf16" if "bf16" in flags else "none",
-                              "compile" in flags, graph="cuda_graph" in flags)
-        if "cuda_graph" in flags:
-            self.step = perf.GraphedStep(self.step, self.task.trainable(), self.optimizer, device)
-        self.task.train()
-        self.iteration = 0
-        self.window = None
-
-    def pids(self) -> list[int]:
-        return [os.getpid()]
-
-    def run(self, steps: int) -> int:
-        for _ in range(steps):
-            x, y = train_batch(self.data, self.sampler, self.iteration, self.seed)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            logits, losses, total = self.step(x, y)
-            self.window = add_to_window(self.window, losses, logits, y, total)
-            self.iteration += 1
-        return steps * len(y)
-
-
-# ============================================================================ measuring
-
-class PeakMemory:
-    """Peak memory while a variant runs: CUDA max allocated, or sampled process RSS on the CPU."""
-
-    def __init__(self, device: torch.device, pid: int | None = None):
-        self.device, self.pid = device, pid
-        self.peak = 0
-        self._stop = None
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        page = os.sysconf("SC_PAGE_SIZE")
-        path = f"/proc/{self.pid or 'self'}/statm"
-        while not self._stop.is_set():
-            try:
-                with open(path) as f:
-                    self.peak = max(self.peak, int(f.read().split()[1]) * page)
-            except OSError:  # not Linux, or the process is gone
-                return
-            self._stop.wait(0.005)
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            if self.pid is None:
-                self.peak = max(self.peak, torch.cuda.max_memory_allocated(self.device))
-        else:
-            self._stop.set()
-            self._thread.join()
-
-
-class OtherLoad:
-    """Share of the machine's CPU time that other processes used during a window (Linux).
-
-    On a shared machine a window in which another process runs is not a measurement of
-    this code: with one torch thread per core, a core taken away stalls every parallel
-    op at its barrier, and a step can take 10x longer.  Such windows are re-run.
-    """
-
-    def __init__(self, pids):
-        self.pids = pids  # callable: our processes (this one and the DataLoader workers)
-
-    @staticmethod
-    def _machine():
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields[:8]), fields[3] + fields[4]  # all jiffies, idle + iowait
-
-    def _own(self):
-        total = 0
-        for pid in self.pids():
-            stat = proc_stat(pid)
-            if stat is not None:  # else a worker that just exited
-                total += int(stat[11]) + int(stat[12])  # utime + stime
-        return total
-
-    @classmethod
-    def wait_for_quiet(cls, threshold: float, max_wait: float, pids) -> None:
-        """Sleep (using no CPU) until other processes use at most `threshold` of the machine
-        over half a second, or `max_wait` seconds have passed."""
-        deadline = time.monotonic() + max_wait
-        while time.monotonic() < deadline:
-            with cls(pids) as probe:
-                time.sleep(0.5)
-            if probe.share <= threshold:
-                return
-
-    def __enter__(self):
-        self.share = 0.0
-        try:
-            self._start = (*self._machine(), self._own())
-        except OSError:  # not Linux
-            self._start = None
-        return self
-
-    def __exit__(self, *exc):
-        if self._start is None:
-            return
-        (total, idle), own = self._machine(), self._own()
-        elapsed = total - self._start[0]
-        busy = elapsed - (idle - self._start[1])
-        self.share = max(0.0, busy - (own - self._start[2])) / max(elapsed, 1)
-
-
-def proc_stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (0: state, 7: minflt, 11 / 12:
-    utime / stime); None when unreadable (not Linux, or the process exited)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):  # unreadable, or emptied as the process exits
-        return None
-
-
-def minor_faults(pid: int) -> int | None:
-    """The process's minor page faults so far (Linux; None elsewhere)."""
-    stat = proc_stat(pid)
-    return None if stat is None else int(stat[7])
-
-
-def timed(variant, steps: int, device: torch.device, args=None) -> tuple[float, int, float | None]:
-    """images/s of one window, the peak memory during it, and the minor page faults of the
-    variant's process per step (memory the kernel hands back and faults in again).
-
-    On the CPU, a window in which other processes took more than --max-other-load of the
-    machine is run again once they leave it (waiting up to --max-wait s), up to --retries
-    times (`DISTURBED` counts both outcomes)."""
-    check = args is not None and device.type == "cpu" and args.retries > 0
-    for attempt in range(args.retries + 1 if check else 1):
-        if attempt:
-            OtherLoad.wait_for_quiet(args.max_other_load, args.max_wait, variant.pids)
-        synchronize(device)
-        remote = isinstance(variant, RemoteVariant)
-        pid = variant.pids()[0]
-        with PeakMemory(device, pid if remote else None) as mem, OtherLoad(variant.pids) as other:
-            faults = minor_faults(pid)
-            start = time.perf_counter()
-            images = variant.run(steps)
-            synchronize(device)
-            seconds = time.perf_counter() - start
-            after = minor_faults(pid)
-        faults = None if faults is None or after is None else (after - faults) / steps
-        if remote:
-            mem.peak = max(mem.peak, variant.last_peak)
-        if not check or other.share <= args.max_other_load:
-            break
-        DISTURBED["rerun" if attempt < args.retries else "kept"] += 1
-    return images / seconds, mem.peak, faults
-
-
-DISTURBED = {"rerun": 0, "kept": 0}
-
-
-def parse_flags(text: str) -> frozenset:
-    allowed = {"channels_last", "bf16", "compile", "fold_bn", "cuda_graph"}
-    flags = frozenset(f.strip() for f in text.split(",") if f.strip())
-    if flags - allowed:
-        raise SystemExit(f"benchmark.py: unknown flag(s) {sorted(flags - allowed)}; use {sorted(allowed)}")
-    return flags
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Has the device bf16 matrix units?  Any GPU this code targets does; a CPU does when
-    /proc/cpuinfo lists avx512_bf16 or amx_bf16.  Without them bf16 autocast converts
-    every operand and computes in float32 (measured on a 2-core AMD EPYC without them:
-    bf16 teacher steps 10-15x slower than float32), so the search leaves it out."""
-    if device.type != "cpu":
-        return True
-    flags = cpuinfo("flags")
-    if flags is None:
-        return True  # not Linux: let the race decide
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
-
-
-def cpuinfo(field: str) -> str | None:
-    """The value of `field` in /proc/cpuinfo's first processor entry (None off Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name.strip() == field:
-                return value.strip()
-    except OSError:
-        pass
-    return None
-
-
-def candidates(args, stage: str, device: torch.device) -> list[frozenset]:
-    """(b)'s first-round candidates: every combination of channels_last, bf16 (where the
-    device has native bf16 units), fold_bn (a stage with frozen networks) and cuda_graph
-    (on CUDA)."""
-    if args.candidates is not None:
-        return [parse_flags(c) for c in args.candidates.split(";")]
-    names = ["channels_last"] + (["bf16"] if native_bf16(device) else []) \
-        + (["fold_bn"] if stage in ("paraphraser", "student") else []) \
-        + (["cuda_graph"] if device.type == "cuda" else [])
-    return [frozenset(c) for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
-
-
-def race(variants: dict, args, device) -> dict[str, float]:
-    """Median images/s of each variant over `args.trials` rounds of one window each, the
-    variants taking turns so that a slow spell of a shared machine hits all of them."""
-    rates = {k: [] for k in variants}
-    for _ in range(args.trials):
-        for name, variant in variants.items():
-            rates[name].append(timed(variant, args.window_steps, device, args)[0])
-    return {k: statistics.median(v) for k, v in rates.items()}
-
-
-def search_fast(stage, nets, data, device, args, default, log) -> tuple["Ours", dict]:
-    """(b)'s flags, fastest on this device: the channels_last / bf16 combinations race the
-    default; then (unless --quick) the winner with --compile races the winner without."""
-    def warm(flags):
-        start = time.perf_counter()
-        variant = Ours(stage, nets, data, device, flags, args)
-        variant.run(args.warmup)
-        log(f"  {variant.label:28s} built and warmed up in {time.perf_counter() - start:.1f} s")
-        return variant
-
-    pool = {"default": default, **{",".join(sorted(f)): warm(f) for f in candidates(args, stage, device)
-                                   if f != default.flags}}
-    trials = race(pool, args, device)
-    best = max(trials, key=trials.get)
-    if not args.quick and args.candidates is None and not {"compile", "cuda_graph"} & pool[best].flags:
-        compiled = pool[best].flags | {"compile"}  # the winner's flags, compiled
-        final = {best: pool[best], ",".join(sorted(compiled)): warm(compiled)}
-        rematch = race(final, args, device)
-        trials.update({f"{k} (rematch)": v for k, v in rematch.items()})
-        best = max(rematch, key=rematch.get)
-        pool.update(final)
-    for name, rate in trials.items():
-        log(f"  try {name:40s} {rate:8.1f} img/s")
-    return pool[best], trials
 
 
 def bench_stage(stage, data, device, args, log) -> dict:
@@ -456,13 +172,6 @@ def _bench_stage(stage, data, remote, device, args, log) -> dict:
         "search": {k: round(v, 2) for k, v in trials.items()},
         "peak_memory_mb": {k: round(v / 2 ** 20, 1) for k, v in peaks.items()},
     }
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = cpuinfo("model name") or platform.processor() or "cpu"
-    return f"{model}, {torch.get_num_threads()} threads"
 
 
 # The CPU targets (issue 16), judged on the ratios to (c): (stage, ratio) -> at least this.

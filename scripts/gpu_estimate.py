@@ -35,9 +35,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.benchmark import build_task  # noqa: E402
+from bench.ours import build_task  # noqa: E402
 from scripts.estimate import step_macs  # noqa: E402
-from scripts.reference_pipeline import build_networks  # noqa: E402
+from bench.reference import build_networks  # noqa: E402
 from utils.train import make_step  # noqa: E402
 
 ITERS = 64_000

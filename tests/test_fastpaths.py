@@ -16,8 +16,9 @@ from pathlib import Path
 
 from models.resnet_cifar import CifarResNet
 from paraphraser import Paraphraser
-from scripts import benchmark
-from scripts import reference_pipeline as ref_pipe
+import benchmark  # scripts/ (pytest.ini's pythonpath)
+from bench import ours as bench_ours
+from bench import reference as ref_pipe
 from translator import Translator
 from utils.data import BatchSampler, train_batch
 from utils.distill.base import Classification
@@ -285,7 +286,7 @@ def test_reference_pipeline_computes_our_loss(stage):
     the frozen parts, nn.L1Loss on F.normalize) has our task's loss and leaves our task's
     gradients on the networks it trains."""
     nets = ref_pipe.build_networks(stage, seed=0, bn=False)  # the authors' configuration
-    task = benchmark.build_task(stage, nets).train()
+    task = bench_ours.build_task(stage, nets).train()
     ref = ref_pipe.reference_networks(stage, nets, CPU)
     optimizers = [torch.optim.SGD(ref[name].parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
                   for name in ref_pipe.TRAINED[stage]]
@@ -428,7 +429,7 @@ def test_reference_runs_the_authors_op_sequence():
 
 
 def test_reference_student_loop_keeps_its_variables_into_the_next_step():
-    """Their student loop's variables outlive a step (scripts/reference_pipeline.py,
+    """Their student loop's variables outlive a step (scripts/bench/reference.py,
     their_train): when the second step's teacher forward ends, the first step's teacher
     features (with their autograd graph), student logits and both factors are still alive,
     as in their train_student.py; they go when the loop reassigns them."""

@@ -47,13 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from models import build_model  # noqa: E402
-from models.resnet_cifar import BasicBlock  # noqa: E402
-from paraphraser import Paraphraser  # noqa: E402
-from translator import Translator  # noqa: E402
-from utils.data import NORM_STATS, ImageData, load_data  # noqa: E402
+from models import build_model
+from models.resnet_cifar import BasicBlock
+from paraphraser import Paraphraser
+from translator import Translator
+from utils.data import NORM_STATS, ImageData, load_data
 
 TEACHER, STUDENT, K = "resnet56", "resnet20", 0.5
 LR, MOMENTUM, WD, BETA = 0.1, 0.9, 5e-4, 500.0
@@ -333,7 +331,7 @@ class AuthorsCode:
             else:  # a checkout without the large file: their loader is non-strict, and the
                 torch.save({}, work / "trained" / name)  # time does not depend on the weights
         os.chdir(work)  # their scripts read ./data and trained/ relative to the working folder
-        sys.path.insert(0, str(root))
+        sys.path.insert(0, str(root))  # their checkout, for their own `from utils import *` (this child process only)
         import torchvision.datasets.cifar
 
         # The files are ours, not the published ones: skip the checksums (and so the download).
