@@ -17,7 +17,8 @@ import torch.distributed as dist
 from helpers import final, interrupt_at, metrics, run, tiny_runs, train_student  # noqa: F401
 from utils import distributed, perf
 from utils.cli import run_main
-from utils.train import Interrupted, TrainingDiverged, _read_window, add_to_window
+from utils.progress import TrainingDiverged, add_to_window, read_window
+from utils.train import Interrupted
 
 CPU = torch.device("cpu")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh)")
@@ -42,19 +43,19 @@ def test_window_bookkeeping_makes_no_tensor_from_a_python_number(monkeypatch):
         window = add_to_window(window, *step)
     monkeypatch.undo()
     assert made == []
-    record = _read_window(window, 6)
+    record = read_window(window, 6)
     assert record["loss_ce"] == pytest.approx(1.0) and record["loss_ft"] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("bad_at", [1, 3, 5])
 def test_a_nan_is_reported_at_its_iteration_in_any_window(bad_at):
-    """The window keeps the position of the first bad step; `_read_window` names its
+    """The window keeps the position of the first bad step; `read_window` names its
     iteration (1-based) in a window that does not start at iteration 1."""
     window = None
     for k in range(1, 6):  # the window of iterations 11..15 (done = 15)
         window = add_to_window(window, *one_step(CPU, math.nan if k in (bad_at, 5) else 1.0))
     with pytest.raises(TrainingDiverged, match=rf"iteration {10 + bad_at} \(parts: ce\)"):
-        _read_window(window, 15)
+        read_window(window, 15)
 
 
 def test_tf32_and_the_autotuner_are_decided_and_recorded(tiny_runs, tmp_path):
@@ -136,7 +137,7 @@ def test_a_stream_of_steps_issues_no_host_sync():
                 window = add_to_window(window, *reorder(step(x, y), y))
         finally:
             torch.cuda.set_sync_debug_mode("default")
-        assert math.isfinite(_read_window(window, 6)["loss_ce"])
+        assert math.isfinite(read_window(window, 6)["loss_ce"])
 
 
 def reorder(out, y):

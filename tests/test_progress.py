@@ -6,7 +6,7 @@ import subprocess
 import train_teacher
 from conftest import REPO
 from helpers import run
-from utils.train import _bar_postfix, run_label
+from utils.progress import bar_postfix, run_label
 
 
 def test_run_label_names_stage_method_network_and_seed():
@@ -19,11 +19,11 @@ def test_run_label_names_stage_method_network_and_seed():
                       "teacher": {"arch": "resnet56"}}) == "paraphraser RAE k2 of resnet56 s0"
 
 
-def test_bar_postfix_shows_each_loss_part_and_the_test_error():
+def testbar_postfix_shows_each_loss_part_and_the_test_error():
     record = {"iter": 200, "loss_ce": 1.6752, "loss_ft": 5.9314, "lr": 0.001, "test_error": 52.23,
               "test_error_top5": 6.66, "train_error": 62.75}
-    assert _bar_postfix(record) == "ce 1.675  ft 5.931 | test error 52.23"
-    assert _bar_postfix({"loss_recon": 0.2, "recon_test": 0.174, "recon_holdout": 0.18}) == \
+    assert bar_postfix(record) == "ce 1.675  ft 5.931 | test error 52.23"
+    assert bar_postfix({"loss_recon": 0.2, "recon_test": 0.174, "recon_holdout": 0.18}) == \
         "recon 0.2 | recon test 0.174"
 
 

@@ -18,7 +18,7 @@ from scripts.device_checks.common import evaluations_logged, wait_for_evaluation
 from utils.cli import run_main
 from utils.errors import UserError
 from utils.run import RunDir
-from utils.train import TrainingDiverged
+from utils.progress import TrainingDiverged
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,8 @@ from utils.data import BatchSampler, train_batch
 from utils.distill.base import Classification, Task
 from utils.distill.ft import FactorTransfer, Link
 from utils.distill.paraphrase import ParaphraserTraining
-from utils.train import add_to_window, make_step
+from utils.progress import add_to_window
+from utils.train import make_step
 
 
 def build_task(stage: str, nets: dict) -> Task:
