@@ -6,6 +6,8 @@
 
 import argparse
 import json
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -13,8 +15,9 @@ from models.features import group_channels, group_shapes
 from paraphraser import KINDS, Paraphraser, bn_default
 from utils import distributed
 from utils.checkpoint import check_same_data, load_classifier, teacher_identity
-from utils.cli import (add_data_args, add_run_args, add_schedule_args, add_teacher_data_arg, apply_recipe,
-                       check_positive, check_schedule, run_main)
+from utils.cli import add_data_args, add_run_args, add_schedule_args, add_teacher_data_arg, run_main
+from utils.config import (DataConfig, RunConfig, ScheduleConfig, apply_recipe, check_positive, check_schedule,
+                          from_values, print_config)
 from utils.data import balanced_subset
 from utils.distill.paraphrase import RECON_LOSSES, ParaphraserTraining, reconstruction_loss
 from utils.errors import UserError
@@ -69,72 +72,117 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
-    resolve_k(args)
-    check_positive(args, "k", "epochs")
-    if not 0 <= args.holdout < 1:
-        raise UserError(f"--holdout must be in [0, 1), got {args.holdout}")
-    if args.bn is None:
-        args.bn = bn_default(args.dataset)
-    resolve_rae_lambda(args)
-    if args.kind == "rae" and args.rae_lambda <= 0:
+@dataclass(kw_only=True)
+class ParaphraserConfig(DataConfig, ScheduleConfig, RunConfig):
+    teacher: str
+    teacher_data_copy: bool
+    k: float
+    kind: str
+    layers: int
+    group: int
+    bn: bool
+    recon_loss: str
+    rae_lambda: float  # used by --kind rae only; the others record UNUSED_RAE_LAMBDA
+    epochs: float
+    holdout: float
+
+
+def resolve(args: argparse.Namespace, train_images: Callable[[], int] | None = None) -> ParaphraserConfig:
+    """The command line's settings: k and the RAE's lambda by --kind, BN by the dataset
+    (the paper's rule), the recipe's padding and normalization, --iters from --epochs
+    (of the training images left after --holdout), and the checks.  `train_images`: the
+    training-set size, asked when --iters is not given."""
+    v = dict(vars(args))
+    if v["kind"] == "rae":  # the RAE is the paraphraser with k = 2 (Table 1)
+        if v["k"] is not None and v["k"] != RAE_K:
+            raise UserError(f"--kind rae is the paraphraser with k = 2 (Table 1's RAE); got --k {v['k']:g}: "
+                            f"drop --k or use --kind conv --k {v['k']:g}")
+        v["k"] = RAE_K
+    elif v["k"] is None:
+        v["k"] = DEFAULT_K
+    check_positive(v, "k", "epochs")
+    if not 0 <= v["holdout"] < 1:
+        raise UserError(f"--holdout must be in [0, 1), got {v['holdout']}")
+    if v["bn"] is None:
+        v["bn"] = bn_default(v["dataset"])
+    if v["rae_lambda"] is None:
+        v["rae_lambda"] = RAE_LAMBDA[v["bn"]] if v["kind"] == "rae" else UNUSED_RAE_LAMBDA
+    if v["kind"] == "rae" and v["rae_lambda"] <= 0:
         raise UserError("--rae-lambda must be positive for --kind rae")
-    teacher, teacher_ckpt = load_classifier(args.teacher)
-    check_same_data(teacher_ckpt, "teacher", args.dataset, args.teacher_data_copy)
+    apply_recipe(v, schedule=False)
+    if v["dataset"] == "imagenet" and v["holdout"]:
+        raise UserError("--holdout is for the CIFAR tensor pipeline; with --dataset imagenet pass "
+                        "--holdout 0 (the reconstruction loss is reported on val/)")
+    if v["iters"] is None:
+        check_positive(v, "batch_size")
+        n = (train_images or train_images_of(args))()
+        held = max(1, int(n * v["holdout"])) if v["holdout"] > 0 else 0  # split_holdout's share
+        v["iters"] = max(1, round(v["epochs"] * ((n - held) // v["batch_size"])))
+    check_schedule(v)
+    return from_values(ParaphraserConfig, v)
+
+
+def train_images_of(args: argparse.Namespace) -> Callable[[], int]:
+    """The training-set size, read when asked: CIFAR's is known, a folder's and ImageNet's
+    are counted on disk."""
+    from utils.data import train_size
+
+    def count() -> int:
+        if args.dataset == "imagenet" and args.train_subset is None:
+            from utils.imagenet import load_imagenet
+
+            return len(load_imagenet(args.data_root).train_samples)
+        return train_size(args.dataset, args.data_root, args.train_subset)
+    return count
+
+
+def main(args: argparse.Namespace) -> None:
+    config = resolve(args)
+    teacher, teacher_ckpt = load_classifier(config.teacher)
+    check_same_data(teacher_ckpt, "teacher", config.dataset, config.teacher_data_copy)
     teacher_id = teacher_identity(teacher, teacher_ckpt)
     n_groups = len(teacher.feature_info)
-    if not -n_groups <= args.group < n_groups:
-        raise UserError(f"--group {args.group}: the teacher ({teacher_ckpt['arch']}) has groups "
+    if not -n_groups <= config.group < n_groups:
+        raise UserError(f"--group {config.group}: the teacher ({teacher_ckpt['arch']}) has groups "
                         f"0..{n_groups - 1} (or -1 for the last)")
-    device = resolve_device(args.device)
-    apply_recipe(args)  # the recipe's padding and normalization, before the data is loaded
+    device = resolve_device(config.device)
 
     # ---------------------------------------------------------------- data
-    data = load_training_data(args, device)
-    if args.dataset == "imagenet":
-        if args.holdout:
-            raise UserError("--holdout is for the CIFAR tensor pipeline; with --dataset imagenet pass "
-                            "--holdout 0 (the reconstruction loss is reported on val/)")
-        steps_per_epoch = data.steps_per_epoch(args.batch_size)
-        holdout_x = None
-    else:
-        holdout_x, steps_per_epoch = split_holdout(data, args.holdout, args.batch_size)
-    if args.iters is None:
-        args.iters = max(1, round(args.epochs * steps_per_epoch))
-    check_schedule(args)
-    if args.kind == "cae":
-        size = group_shapes(teacher, data.image_size)[args.group][-2:]
-        if any(d % 2 ** args.layers for d in size):
-            raise UserError(f"--kind cae halves height and width {args.layers} time(s), so the "
-                            f"teacher's group-{args.group} map ({size[0]}x{size[1]}) must be divisible "
-                            f"by {2 ** args.layers}; use fewer --layers or --kind conv")
+    data = load_training_data(config, device)
+    holdout_x = None if config.dataset == "imagenet" else split_holdout(data, config.holdout)
+    if config.kind == "cae":
+        size = group_shapes(teacher, data.image_size)[config.group][-2:]
+        if any(d % 2 ** config.layers for d in size):
+            raise UserError(f"--kind cae halves height and width {config.layers} time(s), so the "
+                            f"teacher's group-{config.group} map ({size[0]}x{size[1]}) must be divisible "
+                            f"by {2 ** config.layers}; use fewer --layers or --kind conv")
 
     # ---------------------------------------------------------------- run folder
-    run = open_run(args)
+    run = open_run(config)
     if run is None:
         return
 
     # ---------------------------------------------------------------- networks
-    torch.manual_seed(args.seed)
-    channels = group_channels(teacher)[args.group]
-    paraphraser = Paraphraser(channels, k=args.k, bn=args.bn, layers=args.layers,
-                              kind="cae" if args.kind == "cae" else "conv").to(device)
-    task = ParaphraserTraining(teacher.to(device), paraphraser, args.recon_loss, args.group,
-                               factor_l1=args.rae_lambda if args.kind == "rae" else 0.0)
+    torch.manual_seed(config.seed)
+    channels = group_channels(teacher)[config.group]
+    paraphraser = Paraphraser(channels, k=config.k, bn=config.bn, layers=config.layers,
+                              kind="cae" if config.kind == "cae" else "conv").to(device)
+    task = ParaphraserTraining(teacher.to(device), paraphraser, config.recon_loss, config.group,
+                               factor_l1=config.rae_lambda if config.kind == "rae" else 0.0)
 
     @torch.inference_mode()
     def evaluate() -> dict:
         """Mean reconstruction loss on held-out training images and on the test set."""
         paraphraser.eval()
         metrics = {}
-        held = [data.normalize(holdout_x[i:i + args.eval_batch_size])
-                for i in range(0, len(holdout_x), args.eval_batch_size)] if holdout_x is not None else []
-        test = (x for x, _ in data.val_batches(args.eval_batch_size))
+        held = [data.normalize(holdout_x[i:i + config.eval_batch_size])
+                for i in range(0, len(holdout_x), config.eval_batch_size)] if holdout_x is not None else []
+        test = (x for x, _ in data.val_batches(config.eval_batch_size))
         for name, batches in (("holdout", held), ("test", test)):
             sums = torch.zeros(2, dtype=torch.float64, device=device)
             for x in batches:
                 feat = task.teacher_features(x)
-                sums[0] += reconstruction_loss(paraphraser(feat), feat, args.recon_loss).double() * len(feat)
+                sums[0] += reconstruction_loss(paraphraser(feat), feat, config.recon_loss).double() * len(feat)
                 sums[1] += len(feat)
             if name == "test":
                 distributed.all_reduce_sum(sums)
@@ -145,40 +193,23 @@ def main(args: argparse.Namespace) -> None:
     stage = Stage(
         kind="paraphraser", task=task, trainable=task.trainable(), evaluate=evaluate,
         primary="recon_holdout" if holdout_x is not None and len(holdout_x) else "recon_test",
-        info={"paraphraser_config": paraphraser.config, "paraphraser_kind": args.kind,
-              "group": args.group, "dataset": args.dataset, "num_classes": data.num_classes,
+        info={"paraphraser_config": paraphraser.config, "paraphraser_kind": config.kind,
+              "group": config.group, "dataset": config.dataset, "num_classes": data.num_classes,
               "teacher": {"arch": teacher_id["arch"], "fingerprint": teacher_id["fingerprint"],
                           "group_channels": group_channels(teacher)}},
-        identity={"stage": "paraphraser", "dataset": args.dataset, "recipe": args.recipe, "iters": args.iters,
-                  "seed": args.seed, **{k: paraphraser.config[k] for k in ("kind", "k", "layers", "bn")},
-                  "group": args.group, "teacher": teacher_id},
+        identity={"stage": "paraphraser", "dataset": config.dataset, "recipe": config.recipe,
+                  "iters": config.iters, "seed": config.seed,
+                  **{k: paraphraser.config[k] for k in ("kind", "k", "layers", "bn")},
+                  "group": config.group, "teacher": teacher_id},
     )
-    result = fit(stage, data, run, args)
+    print_config(config)
+    result = fit(stage, data, run, config)
     print(json.dumps(result, indent=2, sort_keys=True))
 
 
-def resolve_k(args: argparse.Namespace) -> None:
-    """--k's default depends on --kind: the RAE is the paraphraser with k = 2 (the paper,
-    Table 1), any other kind 0.5 (the paper's default)."""
-    if args.kind == "rae":
-        if args.k is not None and args.k != RAE_K:
-            raise UserError(f"--kind rae is the paraphraser with k = 2 (Table 1's RAE); got --k {args.k:g}: "
-                            f"drop --k or use --kind conv --k {args.k:g}")
-        args.k = RAE_K
-    elif args.k is None:
-        args.k = DEFAULT_K
-
-
-def resolve_rae_lambda(args: argparse.Namespace) -> None:
-    """--rae-lambda's default (after --bn's): RAE_LAMBDA by --bn for rae, the unused
-    UNUSED_RAE_LAMBDA for the other kinds."""
-    if args.rae_lambda is None:
-        args.rae_lambda = RAE_LAMBDA[args.bn] if args.kind == "rae" else UNUSED_RAE_LAMBDA
-
-
-def split_holdout(data, fraction: float, batch_size: int):
-    """Hold a class-balanced `fraction` of the training images out of paraphraser training;
-    return them (uint8) and the steps per epoch of what is left."""
+def split_holdout(data, fraction: float):
+    """Hold a class-balanced `fraction` of the training images out of paraphraser training
+    (max(1, int(n * fraction)) of them, as `resolve` counts); return them (uint8)."""
     device = data.train_x.device
     n = len(data.train_y)
     held = balanced_subset(data.train_y.cpu(), max(1, int(n * fraction)), data.num_classes, seed=1) \
@@ -187,7 +218,7 @@ def split_holdout(data, fraction: float, batch_size: int):
     keep[held] = False
     holdout_x = data.train_x[held.to(device)]
     data.train_x, data.train_y = data.train_x[keep.to(device)], data.train_y[keep.to(device)]
-    return holdout_x, len(data.train_y) // batch_size
+    return holdout_x
 
 
 if __name__ == "__main__":

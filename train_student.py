@@ -13,19 +13,24 @@ with --layers 1|2; multi-group FT is --ft-groups all with one paraphraser per gr
 
 import argparse
 import json
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from models import build_model, check_model_name
+from models import build_model
+from paraphraser import bn_default
 from utils.checkpoint import (check_same_data, load_classifier, load_paraphraser,
                               paraphraser_identity, teacher_identity)
-from utils.cli import add_network_args, resolve_network_args, set_up_network
-from utils.cli import (PAPER_ITERS, add_data_args, add_run_args, add_schedule_args, add_teacher_data_arg, check_positive,
-                       check_schedule, run_main)
+from utils.cli import (PAPER_ITERS, add_data_args, add_network_args, add_run_args, add_schedule_args,
+                       add_teacher_data_arg, run_main, set_up_network)
+from utils.config import (DataConfig, EpochsConfig, NetworkConfig, RunConfig, ScheduleConfig, check_arch,
+                          check_positive, from_values, print_config, resolve_classifier_stage, train_size_of)
 from utils.distill import KD, METHODS, Frozen
-from utils.distill.at import BETA_DECAYS, FACT_REDUCTIONS
+from utils.distill.at import BETA_DECAYS, FACT_REDUCTIONS, ATOptions
 from utils.distill.base import KD_FORMS
-from utils.distill.ft import FT_REDUCTIONS
+from utils.distill.ft import FT_REDUCTIONS, FTOptions
+from utils.distill.ktan import KTANOptions
 from utils.errors import UserError
 from utils.train import Stage, classification_metrics, fit, load_training_data, open_run, resolve_device
 
@@ -119,43 +124,95 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_args(args: argparse.Namespace) -> None:
-    check_schedule(args)
-    resolve_network_args(args)
-    check_positive(args, "beta", "at_beta", "kd_T", "ktan_lr_d", "ktan_d_width")
-    if args.kd_form is None and METHODS[args.method].kd:
-        args.kd_form = "hinton" if args.method == "ktan" else "at2017"
-    if args.fact_reduction is None and args.method == "fact":
-        args.fact_reduction = "positions"
-    if not 0 <= args.kd_alpha <= 1:
-        raise UserError(f"--kd-alpha must lie in [0, 1], got {args.kd_alpha}")
+@dataclass(kw_only=True)
+class StudentConfig(DataConfig, ScheduleConfig, EpochsConfig, RunConfig, NetworkConfig):
+    method: str
+    arch: str
+    teacher: str | None
+    teacher_data_copy: bool
+    paraphraser: list[str] | None
+    # Factor Transfer (FTOptions)
+    beta: float
+    p: int
+    ft_reduction: str
+    ft_groups: str
+    no_paraphraser: bool
+    no_translator: bool
+    translator_layers: int | None  # None: 3, or a CAE paraphraser's own depth
+    translator_bn: bool | None     # None: as the paraphraser (without one: the paper's rule)
+    # KD (utils.distill.KD)
+    kd_T: float
+    kd_alpha: float
+    kd_form: str | None            # resolved for the methods with KD, None for the others
+    # AT / F-ActT (ATOptions)
+    at_beta: float
+    at_beta_decay: str
+    fact_reduction: str | None     # resolved for fact, None for the others
+    # KTAN (KTANOptions)
+    ktan_fm: float
+    ktan_adv: float
+    ktan_lr_d: float
+    ktan_d_width: int
+
+    def kd(self) -> KD | None:
+        """The KD loss's settings, for the methods whose label loss is KD's."""
+        return KD(T=self.kd_T, alpha=self.kd_alpha, form=self.kd_form) if METHODS[self.method].kd else None
+
+    def method_options(self):
+        """The options object the --method's builder takes (None for ce and kd)."""
+        kind = METHODS[self.method].options
+        if kind is FTOptions:
+            translator_bn = self.translator_bn
+            if translator_bn is None and self.no_paraphraser:
+                translator_bn = bn_default(self.dataset)  # the paper's rule, as a paraphraser's
+            return FTOptions(beta=self.beta, p=self.p, reduction=self.ft_reduction, groups=self.ft_groups,
+                             no_paraphraser=self.no_paraphraser, no_translator=self.no_translator,
+                             translator_bn=translator_bn, translator_layers=self.translator_layers)
+        if kind is ATOptions:
+            return ATOptions(beta=self.at_beta, beta_decay=self.at_beta_decay,
+                             fact_reduction=self.fact_reduction or "positions")
+        if kind is KTANOptions:
+            return KTANOptions(fm=self.ktan_fm, adv=self.ktan_adv, lr_d=self.ktan_lr_d, d_width=self.ktan_d_width)
+        return None
+
+
+def resolve(args: argparse.Namespace, train_images: Callable[[], int] | None = None) -> StudentConfig:
+    """The command line's settings: --recipe, epochs -> iterations, default milestones,
+    --kd-form / --fact-reduction by --method, and the checks of every combination.
+    `train_images`: the training-set size, asked for a schedule in epochs."""
+    v = dict(vars(args))
+    resolve_classifier_stage(v, train_images or train_size_of(args))
+    check_positive(v, "beta", "at_beta", "kd_T", "ktan_lr_d", "ktan_d_width")
+    method = METHODS[v["method"]]
+    if v["kd_form"] is None and method.kd:
+        v["kd_form"] = "hinton" if v["method"] == "ktan" else "at2017"
+    if v["fact_reduction"] is None and v["method"] == "fact":
+        v["fact_reduction"] = "positions"
+    if not 0 <= v["kd_alpha"] <= 1:
+        raise UserError(f"--kd-alpha must lie in [0, 1], got {v['kd_alpha']}")
     for name in ("ktan_fm", "ktan_adv"):
-        if getattr(args, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
-    try:
-        check_model_name(args.arch)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    method = METHODS[args.method]
-    if method.teacher and not args.teacher:
-        raise UserError(f"--method {args.method} needs --teacher RUN_DIR (train_teacher.py)")
+        if v[name] < 0:
+            raise UserError(f"--{name.replace('_', '-')} must not be negative, got {v[name]}")
+    check_arch(v["arch"])
+    if method.teacher and not v["teacher"]:
+        raise UserError(f"--method {v['method']} needs --teacher RUN_DIR (train_teacher.py)")
     if not method.paraphraser:
-        used = [flag for flag, on in (("--paraphraser", args.paraphraser), ("--no-paraphraser", args.no_paraphraser),
-                                      ("--no-translator", args.no_translator),
-                                      ("--ft-groups all", args.ft_groups == "all"),
-                                      ("--ft-reduction norm", args.ft_reduction != "mean")) if on]
+        used = [flag for flag, on in (("--paraphraser", v["paraphraser"]), ("--no-paraphraser", v["no_paraphraser"]),
+                                      ("--no-translator", v["no_translator"]),
+                                      ("--ft-groups all", v["ft_groups"] == "all"),
+                                      ("--ft-reduction norm", v["ft_reduction"] != "mean")) if on]
         if used:
             raise UserError(f"{used[0]} applies to Factor Transfer only (--method {' or '.join(FT_METHODS)}), "
-                            f"not --method {args.method}")
-        return
-    if args.no_paraphraser and args.paraphraser:
+                            f"not --method {v['method']}")
+    elif v["no_paraphraser"] and v["paraphraser"]:
         raise UserError("--no-paraphraser matches the teacher's own feature map; drop --paraphraser")
-    if not args.no_paraphraser and not args.paraphraser:
-        raise UserError(f"--method {args.method} needs --paraphraser RUN_DIR (train_paraphraser.py), "
+    elif not v["no_paraphraser"] and not v["paraphraser"]:
+        raise UserError(f"--method {v['method']} needs --paraphraser RUN_DIR (train_paraphraser.py), "
                         f"or --no-paraphraser")
+    return from_values(StudentConfig, v)
 
 
-def load_paraphrasers(args: argparse.Namespace, teacher, teacher_fingerprint: str) -> list:
+def load_paraphrasers(args: StudentConfig, teacher, teacher_fingerprint: str) -> list:
     """The paraphrasers of --paraphraser as (module, group, identity), checked to belong to this
     teacher (by the fingerprint of its weights) and data, and to cover the groups --ft-groups
     asks for, sorted by group."""
@@ -189,52 +246,52 @@ def load_paraphrasers(args: argparse.Namespace, teacher, teacher_fingerprint: st
 
 
 def main(args: argparse.Namespace) -> None:
-    check_args(args)
-    method = METHODS[args.method]
+    config = resolve(args)
+    method = METHODS[config.method]
     teacher, teacher_id, paraphrasers = None, None, []
     if method.teacher:
-        teacher, teacher_ckpt = load_classifier(args.teacher)
-        check_same_data(teacher_ckpt, "teacher", args.dataset, args.teacher_data_copy)
+        teacher, teacher_ckpt = load_classifier(config.teacher)
+        check_same_data(teacher_ckpt, "teacher", config.dataset, config.teacher_data_copy)
         teacher_id = teacher_identity(teacher, teacher_ckpt)
-    if method.paraphraser and not args.no_paraphraser:
-        paraphrasers = load_paraphrasers(args, teacher, teacher_id["fingerprint"])
-    device = resolve_device(args.device)
+    if method.paraphraser and not config.no_paraphraser:
+        paraphrasers = load_paraphrasers(config, teacher, teacher_id["fingerprint"])
+    device = resolve_device(config.device)
 
     # ---------------------------------------------------------------- run folder
-    run = open_run(args)
+    run = open_run(config)
     if run is None:
         return
 
     # ---------------------------------------------------------------- data
-    data = load_training_data(args, device)
+    data = load_training_data(config, device)
     if teacher is not None and teacher.num_classes != data.num_classes:
         raise UserError(f"--teacher has {teacher.num_classes} classes, the data {data.num_classes}; "
                         f"pass a teacher trained on this dataset")
 
     # ---------------------------------------------------------------- networks and loss
-    torch.manual_seed(args.seed)
-    student = set_up_network(build_model(args.arch, data.num_classes), args)
-    kd = KD(T=args.kd_T, alpha=args.kd_alpha, form=args.kd_form) if method.kd else None
+    torch.manual_seed(config.seed)
+    student = set_up_network(build_model(config.arch, data.num_classes), config.wrn_init, config.bn_images)
     frozen = Frozen(teacher, [(p, group) for p, group, _ in paraphrasers], data.image_size)
-    task, method_info = method.build(args, student, frozen, kd)
+    task, method_info = method.build(config.method_options(), student, frozen, config.kd())
     for module in task.trainable().values():  # the translators too: every trained BatchNorm
-        set_up_network(module, argparse.Namespace(wrn_init="standard", bn_images=args.bn_images))
+        set_up_network(module, bn_images=config.bn_images)
     task.to(device)
-    info = {"arch": args.arch, "num_classes": data.num_classes, "dataset": args.dataset,
-            "method": args.method, **method_info}
+    info = {"arch": config.arch, "num_classes": data.num_classes, "dataset": config.dataset,
+            "method": config.method, **method_info}
     if teacher is not None:
         info["teacher"] = {"arch": teacher_id["arch"], "fingerprint": teacher_id["fingerprint"]}
 
     # ---------------------------------------------------------------- train
     stage = Stage(
         kind="student", task=task, trainable=task.trainable(), primary="test_error", info=info,
-        evaluate=lambda: classification_metrics(student, data, args.eval_batch_size, args.amp),
-        identity={"stage": "student", "method": args.method, "arch": args.arch, "dataset": args.dataset,
-                  "recipe": args.recipe, "iters": args.iters, "seed": args.seed,
+        evaluate=lambda: classification_metrics(student, data, config.eval_batch_size, config.amp),
+        identity={"stage": "student", "method": config.method, "arch": config.arch, "dataset": config.dataset,
+                  "recipe": config.recipe, "iters": config.iters, "seed": config.seed,
                   "teacher": teacher_id,
                   "paraphrasers": [identity for _, _, identity in paraphrasers]},
     )
-    result = fit(stage, data, run, args)
+    print_config(config)
+    result = fit(stage, data, run, config)
     print(json.dumps(result, indent=2, sort_keys=True))
 
 

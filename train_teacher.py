@@ -5,13 +5,16 @@
 
 import argparse
 import json
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from models import build_model, check_model_name
-from utils.cli import add_network_args, resolve_network_args, set_up_network
-from utils.cli import PAPER_ITERS, add_data_args, add_run_args, add_schedule_args, check_schedule, run_main
-from utils.errors import UserError
+from models import build_model
+from utils.cli import PAPER_ITERS, add_data_args, add_network_args, add_run_args, add_schedule_args, run_main
+from utils.cli import set_up_network
+from utils.config import (DataConfig, EpochsConfig, NetworkConfig, RunConfig, ScheduleConfig, check_arch,
+                          from_values, print_config, resolve_classifier_stage, train_size_of)
 from utils.distill.base import Classification
 from utils.train import Stage, classification_metrics, fit, load_training_data, open_run, resolve_device
 
@@ -28,37 +31,47 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass(kw_only=True)
+class TeacherConfig(DataConfig, ScheduleConfig, EpochsConfig, RunConfig, NetworkConfig):
+    arch: str
+
+
+def resolve(args: argparse.Namespace, train_images: Callable[[], int] | None = None) -> TeacherConfig:
+    """The command line's settings: --recipe, epochs -> iterations, default milestones,
+    checks.  `train_images`: the training-set size, asked for a schedule in epochs."""
+    values = dict(vars(args))
+    resolve_classifier_stage(values, train_images or train_size_of(args))
+    check_arch(values["arch"])
+    return from_values(TeacherConfig, values)
+
+
 def main(args: argparse.Namespace) -> None:
-    check_schedule(args)
-    resolve_network_args(args)
-    try:
-        check_model_name(args.arch)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    device = resolve_device(args.device)
+    config = resolve(args)
+    device = resolve_device(config.device)
 
     # ---------------------------------------------------------------- run folder
-    run = open_run(args)
+    run = open_run(config)
     if run is None:
         return
 
     # ---------------------------------------------------------------- data
-    data = load_training_data(args, device)
+    data = load_training_data(config, device)
 
     # ---------------------------------------------------------------- network
-    torch.manual_seed(args.seed)
-    model = set_up_network(build_model(args.arch, data.num_classes), args).to(device)
+    torch.manual_seed(config.seed)
+    model = set_up_network(build_model(config.arch, data.num_classes), config.wrn_init, config.bn_images).to(device)
     task = Classification(model)
 
     # ---------------------------------------------------------------- train
     stage = Stage(
         kind="teacher", task=task, trainable=task.trainable(), primary="test_error",
-        evaluate=lambda: classification_metrics(model, data, args.eval_batch_size, args.amp),
-        info={"arch": args.arch, "num_classes": data.num_classes, "dataset": args.dataset},
-        identity={"stage": "teacher", "arch": args.arch, "dataset": args.dataset, "recipe": args.recipe,
-                  "iters": args.iters, "seed": args.seed},
+        evaluate=lambda: classification_metrics(model, data, config.eval_batch_size, config.amp),
+        info={"arch": config.arch, "num_classes": data.num_classes, "dataset": config.dataset},
+        identity={"stage": "teacher", "arch": config.arch, "dataset": config.dataset, "recipe": config.recipe,
+                  "iters": config.iters, "seed": config.seed},
     )
-    result = fit(stage, data, run, args)
+    print_config(config)
+    result = fit(stage, data, run, config)
     print(json.dumps(result, indent=2, sort_keys=True))
 
 

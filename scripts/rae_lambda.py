@@ -125,7 +125,7 @@ def factor_stats(factor: torch.Tensor) -> dict:
 def measure(args) -> list[dict]:
     teacher, _ = load_classifier(args.teacher)
     data = load_data(args.dataset, args.data_root, None, args.train_subset, 10)
-    holdout_x, _ = split_holdout(data, 0.1, 128)  # train_paraphraser.py's holdout rule
+    holdout_x = split_holdout(data, 0.1)  # train_paraphraser.py's holdout rule
     train_feats, holdout_feats = teacher_maps(teacher, data, data.train_x), teacher_maps(teacher, data, holdout_x)
     bn = bn_default(args.dataset) if args.bn is None else args.bn
     rows, base = [], None

@@ -89,10 +89,11 @@ def test_pair_groups_in_order_needs_equal_sizes():
 
 def _build(method, *extra, student="resnet20", teacher="resnet20", paraphrasers=()):
     torch.manual_seed(0)
-    args = student_args(method, *extra)
+    config = train_student.resolve(student_args(method, *extra, *(
+        ["--paraphraser", "unused"] if METHODS[method].paraphraser and paraphrasers else [])))
     frozen = Frozen(build_model(teacher, 10).eval().requires_grad_(False), list(paraphrasers), (32, 32))
-    kd = KD(args.kd_T, args.kd_alpha) if METHODS[method].kd else None
-    return METHODS[method].build(args, build_model(student, 10), frozen, kd)[0]
+    kd = KD(config.kd_T, config.kd_alpha) if METHODS[method].kd else None
+    return METHODS[method].build(config.method_options(), build_model(student, 10), frozen, kd)[0]
 
 
 def _frozen_paraphraser(channels=64, **kw):
@@ -176,21 +177,17 @@ def test_at_takes_a_wide_resnets_raw_last_group():
 
 def test_kd_form_default_and_record(tmp_path):
     """--kd-form: at2017 (the AT code the paper follows) for the paper's baselines,
-    hinton for KTAN; check_args resolves it so args.json records the form used."""
+    hinton for KTAN; resolve() sets it so args.json records the form used."""
     import train_student
+
+    def resolved(method, *extra):
+        return train_student.resolve(student_args(method, *extra))
     for method, want in (("kd", "at2017"), ("at+kd", "at2017"), ("ft+kd", "at2017"), ("ktan", "hinton")):
-        args = student_args(method, *(["--paraphraser", "p"] if "ft" in method else []))
-        train_student.check_args(args)
-        assert args.kd_form == want
-    args = student_args("kd", "--kd-form", "hinton")
-    train_student.check_args(args)
-    assert args.kd_form == "hinton"
-    args = student_args("ce")  # a method without KD records none (it shares cells with older runs)
-    train_student.check_args(args)
-    assert args.kd_form is None and args.fact_reduction is None
-    args = student_args("fact")
-    train_student.check_args(args)
-    assert args.fact_reduction == "positions"
+        assert resolved(method, *(["--paraphraser", "p"] if "ft" in method else [])).kd_form == want
+    assert resolved("kd", "--kd-form", "hinton").kd_form == "hinton"
+    config = resolved("ce")  # a method without KD records none (it shares cells with older runs)
+    assert config.kd_form is None and config.fact_reduction is None
+    assert resolved("fact").fact_reduction == "positions"
 
 
 def test_ktan_discriminator_shape():

@@ -15,9 +15,8 @@ from utils.distill.paraphrase import ParaphraserTraining, factor_l1_penalty, rec
 
 
 def parsed(*flags):
-    args = train_paraphraser.get_args_parser().parse_args(["--teacher", "T", "--out", "O", *flags])
-    train_paraphraser.resolve_k(args)
-    return args
+    return train_paraphraser.resolve(train_paraphraser.get_args_parser().parse_args(
+        ["--teacher", "T", "--out", "O", "--iters", "10", *flags]))
 
 
 def test_k_defaults_per_kind():
@@ -41,10 +40,7 @@ def test_rae_lambda_defaults():
     """lambda by --bn for rae; the other kinds record the former default, unused, so that
     their run folders made before the change still resume."""
     def resolved(*flags):
-        args = parsed(*flags)
-        args.bn = train_paraphraser.bn_default(args.dataset) if args.bn is None else args.bn
-        train_paraphraser.resolve_rae_lambda(args)
-        return args.rae_lambda
+        return parsed(*flags).rae_lambda
 
     assert resolved("--kind", "rae") == 0.1  # cifar10: BN on
     assert resolved("--kind", "rae", "--dataset", "cifar100") == 0.03  # BN off

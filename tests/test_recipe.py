@@ -14,7 +14,6 @@ import train_teacher
 import utils.data
 import utils.train
 from helpers import checkpoint, interrupt_at, metrics, run, tiny_runs  # noqa: F401
-from utils.cli import check_schedule
 from utils.data import NORM_STATS, crop_flip, load_data, random_crop_flip, augment_generator
 from utils.errors import UserError
 from utils.run import RunDir
@@ -22,9 +21,7 @@ from utils.train import Interrupted, lr_at
 
 
 def _teacher_args(*argv):
-    args = train_teacher.get_args_parser().parse_args(["--out", "unused", *argv])
-    check_schedule(args)
-    return args
+    return train_teacher.resolve(train_teacher.get_args_parser().parse_args(["--out", "unused", *argv]))
 
 
 def test_paper_recipe_is_the_default():
@@ -46,8 +43,8 @@ def test_at_recipe_200_epochs_lr_x02_before_epochs_60_120_160():
     assert _teacher_args("--recipe", "at", "--no-reset-momentum").reset_momentum is False
     assert (args.lr, args.momentum, args.wd, args.batch_size) == (0.1, 0.9, 5e-4, 128)
     # the student script takes the same recipe
-    s = train_student.get_args_parser().parse_args(["--out", "u", "--method", "ce", "--recipe", "at"])
-    check_schedule(s)
+    s = train_student.resolve(train_student.get_args_parser().parse_args(["--out", "u", "--method", "ce",
+                                                                          "--recipe", "at"]))
     assert (s.iters, s.milestones, s.lr_decay) == (args.iters, args.milestones, 0.2)
 
 
@@ -184,13 +181,13 @@ def test_recipe_at_initializes_wide_resnets_as_the_attention_transfer_code():
 
     import train_teacher
     from models import build_model
-    from utils.cli import resolve_network_args, set_up_network
+    from utils.cli import set_up_network
 
     def built(*argv):
-        args = train_teacher.get_args_parser().parse_args(["--arch", "wrn_16_2", "--out", "unused", *argv])
-        resolve_network_args(args)
+        config = train_teacher.resolve(train_teacher.get_args_parser().parse_args(
+            ["--arch", "wrn_16_2", "--out", "unused", *argv]))
         torch.manual_seed(0)
-        return args, set_up_network(build_model("wrn_16_2", 10), args)
+        return config, set_up_network(build_model("wrn_16_2", 10), config.wrn_init, config.bn_images)
 
     args, model = built("--recipe", "at")
     assert args.wrn_init == "at"

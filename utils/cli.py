@@ -1,10 +1,12 @@
-"""Command-line pieces shared by the three scripts: common arguments, validation, entry point."""
+"""Command-line pieces shared by the three scripts: common arguments and the entry point.
+What the arguments resolve to, and the checks, are in utils/config.py."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from utils.config import PAPER_ITERS, RECIPES, WRN_INITS, check_positive  # noqa: F401  (used by detection)
 from utils.data import DATASETS, NORM_STATS, PAD_MODES
 from utils.errors import UserError
 
@@ -56,11 +58,14 @@ def add_schedule_args(parser: argparse.ArgumentParser, *, iters: int | None,
     """SGD schedule flags; `epochs`: also --epochs / --milestone-epochs (the teacher and
     student scripts; the paraphraser script has an --epochs of its own)."""
     g = parser.add_argument_group("optimization (SGD; defaults: the paper's CIFAR schedule)")
-    g.add_argument("--iters", type=int, default=None, help=f"training iterations (default: {iters})")
+    shown_iters = (f"{iters}; with --epochs or --recipe at: the epochs' iterations" if epochs
+                   else "--epochs of (training images // batch size) iterations")
+    g.add_argument("--iters", type=int, default=None, help=f"training iterations (default: {shown_iters})")
     shown = [round(iters * f) for f in milestone_fractions] if iters else "none"
     g.add_argument("--milestones", type=int, nargs="*", default=None,
                    help=f"iterations at which lr is multiplied by --lr-decay (default: {shown}; with "
-                        f"--iters N, the same fractions {list(milestone_fractions)} of N)")
+                        f"--iters N, the same fractions {list(milestone_fractions)} of N"
+                        f"{'; --recipe at: after epochs 59 119 159' if epochs else ''})")
     if epochs:
         g.add_argument("--epochs", type=float, default=None,
                        help="train for this many epochs of (training images // batch size) iterations "
@@ -95,7 +100,7 @@ def add_run_folder_args(parser: argparse.ArgumentParser, *, eval_every: int, eva
                    help=f"{eval_batch_help} (default: {eval_batch_size})")
     g.add_argument("--force", action="store_true", help="overwrite a run folder holding other arguments")
     g.add_argument("--progress", default="auto", choices=("auto", "on", "off"),
-                   help="tqdm progress bar (auto: when stderr is a terminal)")
+                   help="tqdm progress bar (auto: when stderr is a terminal) (default: auto)")
     return g
 
 
@@ -130,99 +135,8 @@ def add_run_args(parser: argparse.ArgumentParser, *, eval_every: int = 1000) -> 
                         "off on CUDA)")
 
 
-def check_positive(args: argparse.Namespace, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if value is not None and not value > 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
-
-
-PAPER_ITERS = 64000  # the paper's CIFAR schedule (appendix): 64,000 iterations of 128 images
-
-# What each --recipe sets, unless the flag is given: the paper's appendix, and the
-# attention-transfer authors' CIFAR recipe (Zagoruyko & Komodakis 2017, their cifar.py:
-# --epochs 200, --epoch_step [60,120,160], --lr_decay_ratio 0.2, BORDER_REFLECT
-# padding, mean/std (125.3, 123.0, 113.9) / (63.0, 62.1, 66.7)), which the paper's
-# Table 2 follows.  Batch 128, lr 0.1, momentum 0.9 and weight decay 5e-4 are the same
-# in both.  Our epoch is (training images // batch size) steps: 390 on CIFAR, where
-# their loader also ran a last partial batch (391 steps).  Their lr drop runs in
-# torchnet's on_start_epoch hook of the epochs they number 60, 120, 160 (counted from
-# 1), i.e. after 59, 119 and 159 finished epochs, and builds a new SGD optimizer there,
-# so the momentum buffers restart from zero (--reset-momentum).
-RECIPES = {
-    "paper": {"lr_decay": 0.1, "pad_mode": "zero", "reset_momentum": False},
-    "at": {"lr_decay": 0.2, "pad_mode": "reflect", "norm": "at", "epochs": 200.0, "reset_momentum": True,
-           "milestone_fractions": [59 / 200, 119 / 200, 159 / 200]},
-}
-
-
-def apply_recipe(args: argparse.Namespace) -> None:
-    """Fill the flags the user left unset from --recipe (idempotent).  The schedule
-    entries apply only to scripts with --epochs (teacher, student); the paraphraser
-    takes the recipe's data handling (padding, normalization) and keeps its own schedule."""
-    schedule = hasattr(args, "milestone_epochs")  # teacher / student
-    for name, value in RECIPES[args.recipe].items():
-        if name == "milestone_fractions":
-            if schedule:
-                args.milestone_fractions = list(value)  # with --iters N: the same fractions of N
-        elif name == "epochs":
-            if schedule and args.iters is None and args.epochs is None:
-                args.epochs = value  # --iters given: the recipe's epochs do not apply
-        elif hasattr(args, name) and getattr(args, name) is None:
-            setattr(args, name, value)
-
-
-def resolve_epochs(args: argparse.Namespace) -> None:
-    """--epochs / --milestone-epochs -> --iters / --milestones, with an epoch of
-    (training images // batch size) steps (the last partial batch is dropped)."""
-    if not hasattr(args, "milestone_epochs"):
-        return  # the paraphraser script: --epochs of its own
-    if args.iters is None and args.epochs is None:
-        args.iters = args.default_iters
-    if args.epochs is None and args.milestone_epochs is None:
-        return
-    if args.iters is not None and args.epochs is not None:
-        raise UserError("give --iters or --epochs, not both")
-    from utils.data import train_size
-
-    if args.dataset == "imagenet":
-        raise UserError("--epochs / --milestone-epochs / --recipe at are for the CIFAR tensor pipeline; "
-                        "give --iters and --milestones for ImageNet")
-    check_positive(args, "batch_size", "epochs")
-    steps = train_size(args.dataset, args.data_root, args.train_subset) // args.batch_size
-    if steps < 1:
-        raise UserError(f"--batch-size {args.batch_size} is larger than the training set")
-    if args.epochs is not None:
-        args.iters = max(1, round(args.epochs * steps))
-    if args.milestone_epochs is not None:
-        if args.milestones is not None:
-            raise UserError("give --milestones or --milestone-epochs, not both")
-        args.milestones = [round(e * steps) for e in args.milestone_epochs]
-
-
-def check_schedule(args: argparse.Namespace) -> None:
-    apply_recipe(args)
-    resolve_epochs(args)
-    check_positive(args, "iters", "lr", "batch_size", "eval_every", "eval_batch_size", "lr_decay")
-    if args.wd < 0 or args.momentum < 0:
-        raise UserError("--wd and --momentum must not be negative")
-    for name in ("train_subset", "test_subset"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.milestones is None:
-        derived = {round(args.iters * f) for f in args.milestone_fractions}
-        args.milestones = sorted(m for m in derived if 0 < m < args.iters)
-    ms = args.milestones
-    if ms != sorted(set(ms)):
-        raise UserError(f"--milestones must be strictly increasing, got {ms}")
-    if ms and (ms[0] <= 0 or ms[-1] >= args.iters):
-        raise UserError(f"--milestones must lie between 1 and --iters - 1 ({args.iters - 1}), got {ms}")
-
-
-
 # ---------------------------------------------------------------- network set-up flags
 # Initialization and BatchNorm slicing of the trained networks (teacher and student scripts).
-WRN_INITS = ("standard", "at")
 
 
 def add_network_args(parser: argparse.ArgumentParser) -> None:
@@ -239,24 +153,15 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
                         "(default: 0)")
 
 
-def resolve_network_args(args: argparse.Namespace) -> None:
-    if args.wrn_init is None:
-        args.wrn_init = "at" if args.recipe == "at" else "standard"
-    if args.bn_images < 0 or (0 < args.bn_images < args.batch_size and args.batch_size % args.bn_images):
-        raise UserError(f"--bn-images {args.bn_images} must be 0 or divide --batch-size {args.batch_size}")
-    if args.bn_images and getattr(args, "sync_bn", False):
-        raise UserError("--bn-images and --sync-bn contradict each other: choose slices or the global batch")
-
-
-def set_up_network(model, args: argparse.Namespace):
+def set_up_network(model, wrn_init: str = "standard", bn_images: int = 0):
     """Apply --wrn-init (to wide ResNets) and --bn-images to a freshly built network."""
     from models.wide_resnet import WideResNet, init_weights_at
     from utils.slicedbn import slice_batchnorm
 
-    if args.wrn_init == "at" and isinstance(model, WideResNet):
+    if wrn_init == "at" and isinstance(model, WideResNet):
         init_weights_at(model)
-    if args.bn_images:
-        slice_batchnorm(model, args.bn_images)
+    if bn_images:
+        slice_batchnorm(model, bn_images)
     return model
 
 

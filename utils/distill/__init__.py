@@ -31,18 +31,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from utils.distill.at import build_at, build_fact
+from utils.distill.at import ATOptions, build_at, build_fact
 from utils.distill.base import KD, Classification, Distillation, Frozen
-from utils.distill.ft import build_ft
-from utils.distill.ktan import build_ktan
+from utils.distill.ft import FTOptions, build_ft
+from utils.distill.ktan import KTANOptions, build_ktan
 
 
 @dataclass(frozen=True)
 class Method:
     """A `--method` of train_student.py: what it needs and how its task is built.
 
-    `build(args, student, frozen, kd) -> (task, checkpoint info)`; `kd` is the KD
-    configuration from --kd-T / --kd-alpha / --kd-form when `kd` is set, else None.
+    `build(options, student, frozen, kd) -> (task, checkpoint info)`; `options` is an
+    instance of `options` (FTOptions, ATOptions, KTANOptions; None for ce and kd), `kd` the
+    KD configuration from --kd-T / --kd-alpha / --kd-form when `kd` is set, else None.
     """
 
     help: str
@@ -50,24 +51,29 @@ class Method:
     teacher: bool = True
     paraphraser: bool = False  # Factor Transfer's frozen paraphrasers (--paraphraser)
     kd: bool = False            # the KD loss replaces cross-entropy
+    options: type | None = None  # the options class `build` takes
 
 
-def build_ce(args, student, frozen: Frozen, kd: KD | None):
+def build_ce(options: None, student, frozen: Frozen, kd: KD | None):
     return Classification(student), {}
 
 
-def build_kd(args, student, frozen: Frozen, kd: KD | None):
+def build_kd(options: None, student, frozen: Frozen, kd: KD | None):
     return Distillation(student, frozen.teacher, kd), {}
 
 
 METHODS: dict[str, Method] = {
     "ce": Method("the student alone (cross-entropy)", build_ce, teacher=False),
     "kd": Method("knowledge distillation, Hinton et al. (--kd-T, --kd-alpha)", build_kd, kd=True),
-    "at": Method("attention transfer on every group, Zagoruyko & Komodakis (--at-beta)", build_at),
-    "fact": Method("full activation transfer F-ActT on every group (equal widths) (--at-beta)", build_fact),
-    "ft": Method("Factor Transfer (--beta, --p, --paraphraser)", build_ft, paraphraser=True),
-    "at+kd": Method("KD's loss in place of cross-entropy, plus attention transfer", build_at, kd=True),
+    "at": Method("attention transfer on every group, Zagoruyko & Komodakis (--at-beta)", build_at,
+                 options=ATOptions),
+    "fact": Method("full activation transfer F-ActT on every group (equal widths) (--at-beta)", build_fact,
+                   options=ATOptions),
+    "ft": Method("Factor Transfer (--beta, --p, --paraphraser)", build_ft, paraphraser=True, options=FTOptions),
+    "at+kd": Method("KD's loss in place of cross-entropy, plus attention transfer", build_at, kd=True,
+                    options=ATOptions),
     "ft+kd": Method("KD's loss in place of cross-entropy, plus Factor Transfer", build_ft,
-                    paraphraser=True, kd=True),
-    "ktan": Method("KTAN, Liu et al.: KD + feature matching + adversarial (--ktan-*)", build_ktan, kd=True),
+                    paraphraser=True, kd=True, options=FTOptions),
+    "ktan": Method("KTAN, Liu et al.: KD + feature matching + adversarial (--ktan-*)", build_ktan, kd=True,
+                   options=KTANOptions),
 }

@@ -10,6 +10,7 @@ before the network's final BN-ReLU, as the AT code takes them (`use_raw_group_ou
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -161,14 +162,24 @@ def pair_groups(shapes_s: Sequence[Sequence[int]], shapes_t: Sequence[Sequence[i
     return pairs
 
 
-def build_at(args, student, frozen: Frozen, kd: KD | None):
+@dataclass(frozen=True)
+class ATOptions:
+    """AT's and F-ActT's settings (train_student.py --at-beta, --at-beta-decay, --fact-reduction)."""
+
+    beta: float = 1000.0
+    beta_decay: str = "none"
+    fact_reduction: str = "positions"  # F-ActT only
+
+
+def build_at(options: ATOptions, student, frozen: Frozen, kd: KD | None):
     use_raw_group_outputs(student, frozen.teacher)
     pairs = pair_groups(group_shapes(student, frozen.input_size),
                         group_shapes(frozen.teacher, frozen.input_size), "AT")
-    return AttentionTransfer(student, frozen.teacher, pairs, args.at_beta, kd, args.at_beta_decay), {"pairs": pairs}
+    task = AttentionTransfer(student, frozen.teacher, pairs, options.beta, kd, options.beta_decay)
+    return task, {"pairs": pairs}
 
 
-def build_fact(args, student, frozen: Frozen, kd: KD | None):
+def build_fact(options: ATOptions, student, frozen: Frozen, kd: KD | None):
     use_raw_group_outputs(student, frozen.teacher)
     shapes_s = group_shapes(student, frozen.input_size)
     shapes_t = group_shapes(frozen.teacher, frozen.input_size)
@@ -179,6 +190,6 @@ def build_fact(args, student, frozen: Frozen, kd: KD | None):
                             f"{shape_str(shapes_t[j])}" for i, j in unequal)
         raise UserError(f"F-ActT (--method fact) needs student and teacher groups of equal width "
                         f"({listing}); use a student as wide as the teacher, or --method at")
-    task = ActivationTransfer(student, frozen.teacher, pairs, args.at_beta, kd,
-                              args.fact_reduction or "positions", args.at_beta_decay)
+    task = ActivationTransfer(student, frozen.teacher, pairs, options.beta, kd,
+                              options.fact_reduction, options.beta_decay)
     return task, {"pairs": pairs}

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.features import group_shapes
-from paraphraser import bn_default
 from translator import Translator
 from utils.distill.base import KD, Distillation, Frozen, shape_str, student_group_for
 from utils.errors import UserError, note
@@ -117,14 +116,31 @@ def _one_or_list(modules: list, what: str) -> nn.Module | None:
 
 # ---------------------------------------------------------------------- building from the flags
 
-def build_ft(args, student, frozen: Frozen, kd: KD | None):
-    """One link per paraphraser (or per teacher group with --no-paraphraser), each with a
-    translator shaped to produce the teacher factor's shape (checked here)."""
+@dataclass(frozen=True)
+class FTOptions:
+    """Factor Transfer's settings (train_student.py --beta, --p, --ft-reduction, --ft-groups,
+    --no-paraphraser, --no-translator, --translator-bn, --translator-layers); the defaults
+    are the paper's.  `translator_bn` None: as the paraphraser (needed without one);
+    `translator_layers` None: 3 (Sec. 3.2), or a CAE paraphraser's own depth."""
+
+    beta: float = 500.0
+    p: int = 1
+    reduction: str = "mean"
+    groups: str = "last"          # with no_paraphraser: "last" or "all" teacher groups
+    no_paraphraser: bool = False  # Table 4: match the teacher's own map
+    no_translator: bool = False   # Table 4: match the student's own map
+    translator_bn: bool | None = None
+    translator_layers: int | None = None
+
+
+def build_ft(options: FTOptions, student, frozen: Frozen, kd: KD | None):
+    """One link per paraphraser of `frozen` (or per teacher group with `no_paraphraser`),
+    each with a translator shaped to produce the teacher factor's shape (checked here)."""
     shapes_s = group_shapes(student, frozen.input_size)
     shapes_t = group_shapes(frozen.teacher, frozen.input_size)
     n_t = len(shapes_t)
-    if args.no_paraphraser:
-        chosen = [(None, g) for g in (range(n_t) if args.ft_groups == "all" else [-1])]
+    if options.no_paraphraser:
+        chosen = [(None, g) for g in (range(n_t) if options.groups == "all" else [-1])]
     else:
         chosen = frozen.paraphrasers
     links, moved = [], []
@@ -135,13 +151,14 @@ def build_ft(args, student, frozen: Frozen, kd: KD | None):
             moved.append((group, g_s))
         factor_t = shapes_t[g_t] if paraphraser is None else paraphraser.encoder.output_shape(shapes_t[g_t])
         translator = None
-        if not args.no_translator:
-            config = paraphraser.config if paraphraser is not None else dict(layers=3, kind="conv",
-                                                                               bn=bn_default(args.dataset))
-            bn = config["bn"] if args.translator_bn is None else args.translator_bn
+        if not options.no_translator:
+            if paraphraser is None and options.translator_bn is None:
+                raise ValueError("FTOptions.translator_bn: give it when there is no paraphraser to follow")
+            config = paraphraser.config if paraphraser is not None else dict(layers=3, kind="conv", bn=None)
+            bn = config["bn"] if options.translator_bn is None else options.translator_bn
             # The translator keeps its own depth (Sec. 3.2: three layers) whatever the
             # paraphraser's: Table 4's depth ablation varies the paraphraser only.
-            layers = args.translator_layers or (config["layers"] if config["kind"] == "cae" else 3)
+            layers = options.translator_layers or (config["layers"] if config["kind"] == "cae" else 3)
             translator = Translator(shapes_s[g_s][0], factor_t[0], bn=bn, layers=layers, kind=config["kind"])
         factor_s = shapes_s[g_s] if translator is None else translator.output_shape(shapes_s[g_s])
         _check_factor_shapes(factor_s, factor_t, shapes_s[g_s], shapes_t[g_t], translator, paraphraser, g_s, g_t)
@@ -149,8 +166,8 @@ def build_ft(args, student, frozen: Frozen, kd: KD | None):
     if moved:
         note("FT uses the deepest student group with the teacher map's height and width: "
              + ", ".join(f"teacher group {g} -> student group {s}" for g, s in moved))
-    task = FactorTransfer(student, frozen.teacher, links, beta=args.beta, p=args.p, kd=kd,
-                          reduction=args.ft_reduction)
+    task = FactorTransfer(student, frozen.teacher, links, beta=options.beta, p=options.p, kd=kd,
+                          reduction=options.reduction)
     configs = [link.translator.config if link.translator is not None else None for link in links]
     info = {"translator_config": configs[0] if len(links) == 1 else configs,
             "groups": [[link.student_group, link.teacher_group] for link in links]}

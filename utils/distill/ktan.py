@@ -5,6 +5,8 @@ from a discriminator trained alternately (our reading of the paper: docs/ktan.md
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -136,14 +138,24 @@ class KTAN(Distillation):
 
 # ---------------------------------------------------------------------- building from the flags
 
-def build_ktan(args, student, frozen: Frozen, kd: KD | None):
+@dataclass(frozen=True)
+class KTANOptions:
+    """KTAN's settings (train_student.py --ktan-fm, --ktan-adv, --ktan-lr-d, --ktan-d-width)."""
+
+    fm: float = 1.0
+    adv: float = 0.1
+    lr_d: float = 2e-4
+    d_width: int = 64
+
+
+def build_ktan(options: KTANOptions, student, frozen: Frozen, kd: KD | None):
     shapes_s = group_shapes(student, frozen.input_size)
     shape_t = group_shapes(frozen.teacher, frozen.input_size)[-1]
     g_s = student_group_for(shapes_s, -1, shape_t[-2:])
     if g_s != len(shapes_s) - 1:
         note(f"KTAN uses student group {g_s}, the deepest with the teacher map's height and width")
     t2s = TeacherToStudent(shape_t[0], shapes_s[g_s][0])
-    discriminator = FeatureDiscriminator(shapes_s[g_s][0], args.ktan_d_width)
+    discriminator = FeatureDiscriminator(shapes_s[g_s][0], options.d_width)
     task = KTAN(student, frozen.teacher, t2s, discriminator, student_group=g_s, group=-1, kd=kd,
-                fm=args.ktan_fm, adv=args.ktan_adv, lr_d=args.ktan_lr_d)
+                fm=options.fm, adv=options.adv, lr_d=options.lr_d)
     return task, {"t2s_config": t2s.config, "groups": [[g_s, len(shapes_s) - 1]]}
