@@ -17,7 +17,7 @@ from utils import distributed
 from utils.checkpoint import check_same_data, load_classifier, teacher_identity
 from utils.cli import add_data_args, add_run_args, add_schedule_args, add_teacher_data_arg, run_main
 from utils.config import (DataConfig, RunConfig, ScheduleConfig, apply_recipe, check_positive, check_schedule,
-                          from_values, print_config)
+                          from_values, print_config, train_size_of)
 from utils.data import balanced_subset
 from utils.distill.paraphrase import RECON_LOSSES, ParaphraserTraining, reconstruction_loss
 from utils.errors import UserError
@@ -115,25 +115,11 @@ def resolve(args: argparse.Namespace, train_images: Callable[[], int] | None = N
                         "--holdout 0 (the reconstruction loss is reported on val/)")
     if v["iters"] is None:
         check_positive(v, "batch_size")
-        n = (train_images or train_images_of(args))()
+        n = (train_images or train_size_of(args))()
         held = max(1, int(n * v["holdout"])) if v["holdout"] > 0 else 0  # split_holdout's share
         v["iters"] = max(1, round(v["epochs"] * ((n - held) // v["batch_size"])))
     check_schedule(v)
     return from_values(ParaphraserConfig, v)
-
-
-def train_images_of(args: argparse.Namespace) -> Callable[[], int]:
-    """The training-set size, read when asked: CIFAR's is known, a folder's and ImageNet's
-    are counted on disk."""
-    from utils.data import train_size
-
-    def count() -> int:
-        if args.dataset == "imagenet" and args.train_subset is None:
-            from utils.imagenet import load_imagenet
-
-            return len(load_imagenet(args.data_root).train_samples)
-        return train_size(args.dataset, args.data_root, args.train_subset)
-    return count
 
 
 def main(args: argparse.Namespace) -> None:

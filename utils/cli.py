@@ -59,7 +59,7 @@ def add_schedule_args(parser: argparse.ArgumentParser, *, iters: int | None,
     student scripts; the paraphraser script has an --epochs of its own)."""
     g = parser.add_argument_group("optimization (SGD; defaults: the paper's CIFAR schedule)")
     shown_iters = (f"{iters}; with --epochs or --recipe at: the epochs' iterations" if epochs
-                   else "--epochs of (training images // batch size) iterations")
+                   else "--epochs of ((training images - --holdout's) // batch size) iterations")
     g.add_argument("--iters", type=int, default=None, help=f"training iterations (default: {shown_iters})")
     shown = [round(iters * f) for f in milestone_fractions] if iters else "none"
     g.add_argument("--milestones", type=int, nargs="*", default=None,

@@ -64,7 +64,7 @@ class ScheduleConfig:
     wd: float
     batch_size: int
     milestone_fractions: list[float]
-    default_iters: int | None  # recorded for old run folders; not a flag
+    default_iters: int | None  # the script's default --iters (None: the paraphraser's epochs); not a flag
 
 
 @dataclass(kw_only=True)
@@ -101,8 +101,6 @@ class NetworkConfig:
     bn_images: int
 
 
-
-
 def from_values(cls, values: dict):
     """`cls` from a namespace's resolved values; every flag must have its field."""
     names = {f.name for f in fields(cls)}
@@ -116,8 +114,7 @@ def show(config) -> str:
     """The resolved settings, a line per group (the class that declares the fields)."""
     lines, seen = [f"{type(config).__name__}:"], set()
     for cls in type(config).__mro__:  # the stage's own fields first, then its groups
-        own = [name for name in getattr(cls, "__annotations__", {})
-               if name in {f.name for f in fields(config)} and name not in seen]
+        own = [name for name in cls.__dict__.get("__annotations__", {}) if name not in seen]
         if own:
             seen.update(own)
             group = cls.__name__.removesuffix("Config").lower() or "settings"
@@ -225,11 +222,17 @@ def check_arch(name: str) -> None:
 
 
 def train_size_of(args: argparse.Namespace) -> Callable[[], int]:
-    """The training-set size a schedule in epochs needs, read when asked (a folder dataset's
-    is counted on disk)."""
-    from utils.data import train_size
+    """The training-set size a schedule in epochs needs, read when asked: CIFAR's is known,
+    a folder's and ImageNet's are counted on disk."""
+    def count() -> int:
+        if args.dataset == "imagenet" and args.train_subset is None:
+            from utils.imagenet import load_imagenet
 
-    return lambda: train_size(args.dataset, args.data_root, args.train_subset)
+            return len(load_imagenet(args.data_root).train_samples)
+        from utils.data import train_size
+
+        return train_size(args.dataset, args.data_root, args.train_subset)
+    return count
 
 
 def resolve_classifier_stage(v: dict, train_images: Callable[[], int]) -> None:
