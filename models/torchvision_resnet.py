@@ -19,9 +19,15 @@ from torch import nn
 
 from models.features import feature_groups
 
-from utils.errors import UserError
-
 TEACHER_SPEC_PREFIX = "torchvision:"
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Weights that cannot be had: an unknown name, an offline machine, a damaged file.  The
+    message is one line that says what to do; utils.checkpoint.load_classifier passes it on
+    to the user as a UserError."""
+
+
 # torchvision's weight enums; IMAGENET1K_V1 is the recipe of He et al. (the paper's era).
 PRETRAINED = {"resnet18": "ResNet18_Weights.IMAGENET1K_V1", "resnet34": "ResNet34_Weights.IMAGENET1K_V1"}
 
@@ -63,12 +69,12 @@ def load_torchvision_pretrained(name: str) -> TorchvisionResNet:
     """torchvision's ImageNet weights (IMAGENET1K_V1) in the wrapper, 1000 classes.
 
     The file comes from torch hub's cache ($TORCH_HOME/hub/checkpoints), downloaded
-    there when missing; an offline machine without the file gets a UserError that
+    there when missing; an offline machine without the file gets a PretrainedWeightsError that
     says which file to put where.
     """
     if name not in PRETRAINED:
-        raise UserError(f"no torchvision ImageNet weights for '{name}'; choose one of "
-                        f"{', '.join(TEACHER_SPEC_PREFIX + n for n in PRETRAINED)}")
+        raise PretrainedWeightsError(f"no torchvision ImageNet weights for '{name}'; choose one of "
+                                     f"{', '.join(TEACHER_SPEC_PREFIX + n for n in PRETRAINED)}")
     import torchvision
 
     weights = torchvision.models.get_weight(PRETRAINED[name])
@@ -79,11 +85,13 @@ def load_torchvision_pretrained(name: str) -> TorchvisionResNet:
         model.load_state_dict(weights.get_state_dict(progress=False, check_hash=True))
     except Exception as exc:  # offline (URLError), proxy, hash mismatch, unreadable file
         if cached.exists():  # hub downloads to a temporary file: this one was put there
-            raise UserError(f"{cached} is not a readable {name} checkpoint ({type(exc).__name__}); "
-                            f"delete it and download {weights.url} again") from None
-        raise UserError(f"torchvision's ImageNet weights for {name} are not in the torch hub cache and "
-                        f"could not be downloaded ({type(exc).__name__}); on an offline machine put "
-                        f"{file_name} (from {weights.url}) at {cached}") from None
+            raise PretrainedWeightsError(f"{cached} is not a readable {name} checkpoint "
+                                         f"({type(exc).__name__}); delete it and download "
+                                         f"{weights.url} again") from None
+        raise PretrainedWeightsError(f"torchvision's ImageNet weights for {name} are not in the torch "
+                                     f"hub cache and could not be downloaded ({type(exc).__name__}); "
+                                     f"on an offline machine put {file_name} (from {weights.url}) "
+                                     f"at {cached}") from None
     return model
 
 
@@ -99,8 +107,8 @@ def load_teacher_spec(spec: str) -> tuple[TorchvisionResNet, dict]:
     num_classes, dataset (and kind "teacher", the source spec and weights tag).
     """
     if not is_teacher_spec(spec):
-        raise UserError(f"--teacher {spec}: expected {TEACHER_SPEC_PREFIX}NAME, NAME one of "
-                        f"{', '.join(PRETRAINED)}")
+        raise PretrainedWeightsError(f"--teacher {spec}: expected {TEACHER_SPEC_PREFIX}NAME, NAME one "
+                                     f"of {', '.join(PRETRAINED)}")
     name = spec[len(TEACHER_SPEC_PREFIX):]
     model = load_torchvision_pretrained(name)
     model.requires_grad_(False).eval()  # a teacher is frozen (utils.checkpoint.freeze)

@@ -22,7 +22,7 @@ from torch import nn
 import utils.imagenet as imagenet
 from models import MODELS, build_model, model_names
 from models.features import group_channels
-from models.torchvision_resnet import load_teacher_spec, load_torchvision_pretrained
+from models.torchvision_resnet import PretrainedWeightsError, load_teacher_spec, load_torchvision_pretrained
 from utils import distributed
 from utils.errors import UserError
 from utils.imagenet import IMAGENET_MEAN, IMAGENET_STD, load_imagenet
@@ -78,16 +78,23 @@ def empty_torch_home(tmp_path, monkeypatch):
 
 
 def test_pretrained_teacher_offline_says_where_to_put_the_file(empty_torch_home):
-    with pytest.raises(UserError) as err:
-        load_teacher_spec("torchvision:resnet34")
-    message = str(err.value)
-    assert "\n" not in message
-    assert str(empty_torch_home / "resnet34-b627a593.pth") in message
-    assert "https://download.pytorch.org/models/resnet34-b627a593.pth" in message
-    with pytest.raises(UserError, match="torchvision:resnet18, torchvision:resnet34"):
+    from utils.checkpoint import load_classifier
+
+    # The network module raises its own exception; the scripts' loader turns it into the
+    # one-line UserError the user sees.
+    for load in (load_teacher_spec, load_classifier):
+        with pytest.raises(UserError if load is load_classifier else PretrainedWeightsError) as err:
+            load("torchvision:resnet34")
+        message = str(err.value)
+        assert "\n" not in message
+        assert str(empty_torch_home / "resnet34-b627a593.pth") in message
+        assert "https://download.pytorch.org/models/resnet34-b627a593.pth" in message
+    with pytest.raises(PretrainedWeightsError, match="torchvision:resnet18, torchvision:resnet34"):
         load_torchvision_pretrained("resnet50")
-    with pytest.raises(UserError, match="expected torchvision:NAME"):
+    with pytest.raises(PretrainedWeightsError, match="expected torchvision:NAME"):
         load_teacher_spec("runs/teacher")
+    with pytest.raises(UserError, match="torchvision:resnet18, torchvision:resnet34"):
+        load_classifier("torchvision:resnet50")
 
 
 def test_pretrained_teacher_from_the_hub_cache(empty_torch_home):
@@ -103,7 +110,7 @@ def test_pretrained_teacher_from_the_hub_cache(empty_torch_home):
         assert torch.equal(value, published[key]), key
 
     (empty_torch_home / "resnet18-f37072fd.pth").write_bytes(b"truncated")
-    with pytest.raises(UserError, match="delete it"):
+    with pytest.raises(PretrainedWeightsError, match="delete it"):
         load_torchvision_pretrained("resnet18")
 
 

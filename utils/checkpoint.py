@@ -62,10 +62,13 @@ def load_classifier(path: str | Path, what: str = "teacher") -> tuple[nn.Module,
 
     `torchvision:NAME` (e.g. torchvision:resnet34) takes torchvision's ImageNet weights.
     """
-    from models.torchvision_resnet import is_teacher_spec, load_teacher_spec
+    from models.torchvision_resnet import PretrainedWeightsError, is_teacher_spec, load_teacher_spec
 
     if is_teacher_spec(str(path)):
-        return load_teacher_spec(str(path))
+        try:
+            return load_teacher_spec(str(path))
+        except PretrainedWeightsError as exc:
+            raise UserError(str(exc)) from None
     ckpt = read_checkpoint(path, what, ("teacher", "student"))
     try:
         model = build_model(ckpt["arch"], ckpt["num_classes"])
