@@ -2,10 +2,11 @@
 `feature_info` (models/features.py), `num_classes` and `arch` (its registry name), so a
 checkpoint can rebuild it with `build_model(arch, num_classes)`.
 
-MODELS' networks return as feats[-1] the map their classifier pools.  VARIANTS
-are built by name the same way but break that rule on purpose: MMRazor's Factor
-Transfer networks, whose feats[-1] is the last block's convolution output before
-its BN (models/resnet_cifar_large.py, docs/mmrazor.md)."""
+Every network's plain forward returns as feats[-1] the map its classifier pools; the
+other maps a method may ask for are declared taps (models/features.py).  VARIANTS are
+built by name the same way but are not the papers' networks: MMRazor's Factor Transfer
+networks, resnet{18,50}_cifar with mmcls's initialization whose maps for FT are the
+"pre_bn" tap (models/resnet_cifar_large.py, docs/mmrazor.md)."""
 import re
 from functools import partial
 from typing import Callable
@@ -36,7 +37,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet34": resnet34,
 }
 
-# Built by name like MODELS, listed apart (see the module docstring).
+# Built by name like MODELS, listed apart (see the module docstring); the names are in
+# MMRazor's run folders and checkpoints.
 VARIANTS: dict[str, Callable[..., nn.Module]] = {
     "resnet18_cifar_mmcls": resnet18_cifar_mmcls,  # MMRazor's FT student
     "resnet50_cifar_mmcls": resnet50_cifar_mmcls,  # MMRazor's FT teacher

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.features import feature_groups, group_channels
+from models.features import check_tap, feature_groups, group_channels
 from models.wide_resnet import init_weights
 
 
@@ -59,7 +59,8 @@ class _SubsamplePad(nn.Module):
 
 class CifarResNet(nn.Module):
     """ResNet-(6n+2) for 32x32 inputs; feats are the three post-ReLU group
-    outputs (16x32x32, 32x16x16, 64x8x8); the last is FT's "last group"."""
+    outputs (16x32x32, 32x16x16, 64x8x8); the last is FT's "last group".  Taps "post"
+    and "raw" are both the group modules' outputs (models/features.py)."""
 
     def __init__(self, depth: int, num_classes: int = 10, shortcut: str = "conv"):
         super().__init__()
@@ -68,7 +69,8 @@ class CifarResNet(nn.Module):
         n = (depth - 2) // 6
         self.arch = f"resnet{depth}"
         self.num_classes = num_classes
-        self.feature_info = feature_groups([16, 32, 64], [1, 2, 4])
+        outputs = [f"groups.{i}" for i in range(3)]
+        self.feature_info = feature_groups([16, 32, 64], [1, 2, 4], {"post": outputs, "raw": outputs})
         self.stem = nn.Sequential(
             nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
         groups, in_ch = [], 16
@@ -81,7 +83,8 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(64, num_classes)
         init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, tap: str = "post") -> tuple[torch.Tensor, list[torch.Tensor]]:
+        check_tap(self, tap)
         x = self.stem(x)
         feats = []
         for group in self.groups:

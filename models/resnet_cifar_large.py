@@ -2,25 +2,24 @@
 32x32 inputs: a 3x3 stride-1 stem without max-pool and four stages of widths
 64-128-256-512 with strides 1, 2, 2, 2 (last stage 4x4 on CIFAR).
 
-Two constructor options, off by default, make the network the one MMRazor's
-Factor Transfer config distils with (docs/mmrazor.md); `models.build_model`
-builds them as `resnet18_cifar_mmcls` / `resnet50_cifar_mmcls`:
+Taps (models/features.py): "post" and "raw" are the stage outputs; "pre_bn" is each
+stage's last block's final convolution output *before* its BatchNorm (the last stage:
+ResNet-18's layer4.1.conv2, ResNet-50's layer4.2.conv3 in mmcls's names), the tensor
+MMRazor's Factor Transfer config records for the translator and the paraphraser
+(docs/mmrazor.md).
 
-- `last_feature="pre_bn"`: feats[-1] is the last block's final convolution output
-  *before* its BatchNorm (ResNet-18: layer4.1.conv2, ResNet-50: layer4.2.conv3 in
-  mmcls's names), the tensor MMRazor's recorders hand to the translator and the
-  paraphraser.  The logits are unchanged; feats[:-1] stay the stage outputs.  Such
-  a feats[-1] is not the map the classifier pools.
-- `init="mmcls"`: mmcls's ResNet initialization: Kaiming-normal convolutions
-  (fan_out, ReLU), BN weight 1 / bias 0, the last BN of every residual branch
-  zeroed (mmcls's `zero_init_residual=True` default), and the classifier's weight
-  drawn from N(0, 0.01) with zero bias (mmcls's LinearClsHead).
+`init="mmcls"` (off by default) is mmcls's ResNet initialization: Kaiming-normal
+convolutions (fan_out, ReLU), BN weight 1 / bias 0, the last BN of every residual
+branch zeroed (mmcls's `zero_init_residual=True` default), and the classifier's weight
+drawn from N(0, 0.01) with zero bias (mmcls's LinearClsHead).  `models.build_model`
+builds MMRazor's networks, this initialization with the "pre_bn" tap for FT, as
+`resnet18_cifar_mmcls` / `resnet50_cifar_mmcls`.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.features import feature_groups
+from models.features import check_tap, feature_groups
 from models.wide_resnet import init_weights
 
 
@@ -32,7 +31,7 @@ def _projection(in_ch: int, out_ch: int, stride: int) -> nn.Module:
 
 class _Block(nn.Module):
     """What both block kinds share: the output from the residual branch's last conv
-    (`_last_conv`, before its BN `last_bn`), and that pre-BN map for MMRazor's taps."""
+    (`_last_conv`, before its BN `last_bn`), and that pre-BN map for the "pre_bn" tap."""
 
     def _finish(self, pre_bn: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.last_bn(pre_bn) + self.shortcut(x))
@@ -96,29 +95,29 @@ class Bottleneck(_Block):
 
 
 
-LAST_FEATURES = ("stage", "pre_bn")
 INITS = ("default", "mmcls")
 
 
 class CifarResNetLarge(nn.Module):
-    """feats: the four post-ReLU stage outputs; the last is the last group.
-
-    last_feature: "stage" (default) or "pre_bn" (feats[-1] = the last block's last
-    convolution before its BN; see the module docstring).  init: "default"
-    (models.wide_resnet.init_weights) or "mmcls".
+    """feats: the four post-ReLU stage outputs; the last is the last group.  Tap
+    "pre_bn": each stage's last block's last convolution before its BN (see the module
+    docstring).  init: "default" (models.wide_resnet.init_weights) or "mmcls".
+    transfer_tap: the tap FT, its paraphraser and KTAN take (`models.features.default_tap`).
     """
 
     def __init__(self, block: type, num_blocks: list[int], num_classes: int = 10, arch: str = "resnet",
-                 last_feature: str = "stage", init: str = "default"):
+                 init: str = "default", transfer_tap: str = "post"):
         super().__init__()
-        if last_feature not in LAST_FEATURES:
-            raise ValueError(f"last_feature must be one of {LAST_FEATURES}, got {last_feature!r}")
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.arch = arch
-        self.last_feature = last_feature
         self.num_classes = num_classes
-        self.feature_info = feature_groups([c * block.expansion for c in (64, 128, 256, 512)], [1, 2, 4, 8])
+        outputs = [f"groups.{i}" for i in range(4)]
+        last_conv = "conv3" if block is Bottleneck else "conv2"
+        self.feature_info = feature_groups(
+            [c * block.expansion for c in (64, 128, 256, 512)], [1, 2, 4, 8],
+            {"post": outputs, "raw": outputs,
+             "pre_bn": [f"groups.{i}.{n - 1}.{last_conv}" for i, n in enumerate(num_blocks)]})
         self.stem = nn.Sequential(
             nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
         stages, in_ch = [], 64
@@ -130,6 +129,8 @@ class CifarResNetLarge(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.groups = nn.ModuleList(stages)
         self.fc = nn.Linear(in_ch, num_classes)
+        check_tap(self, transfer_tap)
+        self.transfer_tap = transfer_tap
         init_weights(self)
         if init == "mmcls":
             for m in self.modules():
@@ -137,12 +138,12 @@ class CifarResNetLarge(nn.Module):
                     nn.init.zeros_(m.last_bn.weight)
             nn.init.normal_(self.fc.weight, std=0.01)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, tap: str = "post") -> tuple[torch.Tensor, list[torch.Tensor]]:
+        check_tap(self, tap)
         x = self.stem(x)
         feats = []
-        last = len(self.groups) - 1
-        for i, stage in enumerate(self.groups):
-            if i == last and self.last_feature == "pre_bn":
+        for stage in self.groups:
+            if tap == "pre_bn":
                 for j in range(len(stage) - 1):
                     x = stage[j](x)
                 x, pre_bn = stage[len(stage) - 1].forward_pre_bn(x)
@@ -162,9 +163,10 @@ def resnet50_cifar(num_classes: int = 10) -> CifarResNetLarge:
     return CifarResNetLarge(Bottleneck, [3, 4, 6, 3], num_classes, arch="resnet50_cifar")
 
 
-# MMRazor's FT networks (mmcls's ResNet_CIFAR): feats[-1] before the last BN, mmcls's init.
-# Each has a name of its own so that a checkpoint (which stores the name) rebuilds it.
-MMCLS = dict(last_feature="pre_bn", init="mmcls")
+# MMRazor's FT networks (mmcls's ResNet_CIFAR): mmcls's initialization, and FT taps each
+# group before its last BN, as MMRazor's recorders do.  Each has a name of its own so that
+# a checkpoint (which stores the name) rebuilds it.
+MMCLS = dict(init="mmcls", transfer_tap="pre_bn")
 
 
 def resnet18_cifar_mmcls(num_classes: int = 10) -> CifarResNetLarge:

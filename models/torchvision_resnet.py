@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.features import feature_groups
+from models.features import check_tap, feature_groups
 
 TEACHER_SPEC_PREFIX = "torchvision:"
 
@@ -36,7 +36,9 @@ class TorchvisionResNet(nn.Module):
     """A torchvision ResNet whose forward also returns the four stage outputs."""
 
     # BasicBlock widths (expansion 1); the stem's stride-2 conv and max-pool reduce by 4
-    feature_info = feature_groups([64, 128, 256, 512], [4, 8, 16, 32])
+    # (taps "post" and "raw": the stage modules' outputs)
+    feature_info = feature_groups([64, 128, 256, 512], [4, 8, 16, 32],
+                                  {"post": [f"layer{i}" for i in range(1, 5)], "raw": [f"layer{i}" for i in range(1, 5)]})
 
     def __init__(self, arch: str, num_classes: int = 1000):
         super().__init__()
@@ -47,7 +49,8 @@ class TorchvisionResNet(nn.Module):
             self.add_module(name, child)
         self.arch, self.num_classes = arch, num_classes
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, tap: str = "post") -> tuple[torch.Tensor, list[torch.Tensor]]:
+        check_tap(self, tap)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         feats = []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):

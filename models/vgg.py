@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.features import feature_groups
+from models.features import check_tap, feature_groups
 from models.wide_resnet import init_weights
 
 VGG13_BLOCKS = [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]]
@@ -15,7 +15,7 @@ class VGG(nn.Module):
     last, so a 32x32 input gives block outputs of 32, 16, 8, 4, 2 pixels; then
     global average pooling and one linear layer.
 
-    feats: the post-ReLU output of each block, before its pool.
+    feats: the post-ReLU output of each block, before its pool (taps "post" and "raw").
     """
 
     def __init__(self, blocks: list[list[int]], num_classes: int = 10, arch: str = "vgg"):
@@ -23,7 +23,9 @@ class VGG(nn.Module):
         self.arch = arch
         self.num_classes = num_classes
         # a 2x2 max-pool before every block but the first
-        self.feature_info = feature_groups([b[-1] for b in blocks], [2 ** i for i in range(len(blocks))])
+        outputs = [f"blocks.{i}" for i in range(len(blocks))]
+        self.feature_info = feature_groups([b[-1] for b in blocks], [2 ** i for i in range(len(blocks))],
+                                           {"post": outputs, "raw": outputs})
         layers, in_ch = [], 3
         for widths in blocks:
             block = []
@@ -36,7 +38,8 @@ class VGG(nn.Module):
         self.fc = nn.Linear(in_ch, num_classes)
         init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, tap: str = "post") -> tuple[torch.Tensor, list[torch.Tensor]]:
+        check_tap(self, tap)
         feats = []
         for i, block in enumerate(self.blocks):
             if i > 0:

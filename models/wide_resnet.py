@@ -1,19 +1,19 @@
 """Wide ResNet of Zagoruyko & Komodakis, "Wide Residual Networks" (BMVC 2016):
 pre-activation blocks, depth 6n+4, group widths 16W-32W-64W.
 
-feats: the first two entries are the raw outputs of groups 1 and 2 (a
+feats (tap "post"): the first two entries are the raw outputs of groups 1 and 2 (a
 pre-activation block's output has no BN-ReLU of its own); the LAST entry is
 taken after the network's final BN-ReLU, i.e. the input to the final pooling.
 That is the "last group" Factor Transfer paraphrases (the paper, Sec. 3.1: the
-output of the last group of residual blocks).  AT and F-ActT instead take the
-last group's raw residual sum, as the attention-transfer code does
-(`use_raw_group_outputs`).
+output of the last group of residual blocks).  Tap "raw" gives the last group's
+raw residual sum instead, what AT and F-ActT take, as the attention-transfer code
+does (models/features.py).
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.features import feature_groups, group_channels
+from models.features import check_tap, feature_groups, group_channels
 
 
 def init_weights(model: nn.Module) -> None:
@@ -83,7 +83,9 @@ class WideResNet(nn.Module):
         n = (depth - 4) // 6
         self.arch = f"wrn_{depth}_{width}"
         self.num_classes = num_classes
-        self.feature_info = feature_groups([16 * width, 32 * width, 64 * width], [1, 2, 4])
+        raw = [f"groups.{i}" for i in range(3)]
+        self.feature_info = feature_groups([16 * width, 32 * width, 64 * width], [1, 2, 4],
+                                           {"post": [*raw[:2], "relu"], "raw": raw})
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         groups, in_ch = [], 16
         for i, ch in enumerate(group_channels(self)):
@@ -93,14 +95,12 @@ class WideResNet(nn.Module):
             in_ch = ch
         self.groups = nn.ModuleList(groups)
         self.bn = nn.BatchNorm2d(in_ch)
+        self.relu = nn.ReLU()
         self.fc = nn.Linear(in_ch, num_classes)
-        # What feats[-1] is: "bn_relu" (default, FT's "last group": the map the classifier
-        # pools) or "raw" (the last group's residual sum, as the attention-transfer code
-        # takes every group; set by `use_raw_group_outputs`).
-        self.last_feature = "bn_relu"
         init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, tap: str = "post") -> tuple[torch.Tensor, list[torch.Tensor]]:
+        check_tap(self, tap)
         x = self.conv1(x)
         feats = []
         for group in self.groups:
@@ -108,21 +108,11 @@ class WideResNet(nn.Module):
             feats.append(x)
         # The last group's pre-activation sum is not what the classifier sees;
         # the final BN-ReLU output is, so that is the "last group" feature.
-        x = F.relu(self.bn(x))
-        if self.last_feature == "bn_relu":
+        x = self.relu(self.bn(x))
+        if tap == "post":
             feats[-1] = x
         logits = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
         return logits, feats
-
-
-def use_raw_group_outputs(*models: nn.Module) -> None:
-    """Make wide ResNets among `models` return their last group's raw residual sum
-    (before the final BN-ReLU) as feats[-1], as the attention-transfer authors' code
-    feeds AT (Zagoruyko & Komodakis 2017, cifar.py: `return o, [g0, g1, g2]`).
-    Other networks are left as they are: their group outputs have no such split."""
-    for model in models:
-        if isinstance(model, WideResNet):
-            model.last_feature = "raw"
 
 
 def wrn(depth: int, width: int, num_classes: int = 10, **kw) -> WideResNet:

@@ -3,8 +3,8 @@
 # paper's recipe; docs/mmrazor.md quotes the configs file by file):
 #   configs/distill/mmcls/factor_transfer/factor-transfer_backbone_resnet50_resnet18_8xb16_cifar10_{pretrain,train}.py
 # CIFAR-10, ResNet-50 teacher -> ResNet-18 student, mmcls's ResNet_CIFAR networks
-# (resnet{50,18}_cifar_mmcls: mmcls's initialization, and feats[-1] = the last block's last
-# conv output before its BN, the layer4.2.conv3 / layer4.1.conv2 taps MMRazor records).
+# (resnet{50,18}_cifar_mmcls: mmcls's initialization, and FT's maps are the "pre_bn" tap: the
+# last block's last conv output before its BN, the layer4.2.conv3 / layer4.1.conv2 MMRazor records).
 #   teacher, student alone  mmcls's CIFAR-10 recipe (resnet{50,18}_8xb16_cifar10.py): 200 epochs
 #                           (78,000 iterations of 128), SGD lr 0.1 momentum 0.9 wd 1e-4, lr x0.1
 #                           at epochs 100 and 150, mmcls's CIFAR-10 mean/std on RGB images

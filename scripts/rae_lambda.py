@@ -47,6 +47,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from models.features import default_tap, forward_tap  # noqa: E402
 from paraphraser import Paraphraser, bn_default  # noqa: E402
 from train_paraphraser import RAE_K, split_holdout  # noqa: E402
 from utils.checkpoint import load_classifier  # noqa: E402
@@ -85,7 +86,10 @@ class _Cached(nn.Module):
 
 @torch.no_grad()
 def teacher_maps(teacher: nn.Module, data, x_uint8: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    return torch.cat([teacher(data.normalize(x_uint8[i:i + batch]))[1][-1] for i in range(0, len(x_uint8), batch)])
+    """The teacher's last-group map as the paraphraser stage takes it (its default tap)."""
+    tap = default_tap(teacher)
+    return torch.cat([forward_tap(teacher, data.normalize(x_uint8[i:i + batch]), tap)[1][-1]
+                      for i in range(0, len(x_uint8), batch)])
 
 
 def train(feats: torch.Tensor, lam: float, bn: bool, iters: int, seed: int) -> Paraphraser:

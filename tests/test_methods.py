@@ -12,7 +12,7 @@ from models import build_model
 from paraphraser import Paraphraser
 from translator import Translator
 from utils.errors import UserError
-from models.features import group_shapes
+from models.features import forward_tap, group_shapes
 from utils.distill import KD, METHODS, Frozen
 from utils.distill.at import pair_groups
 from utils.distill.base import student_group_for
@@ -91,9 +91,10 @@ def _build(method, *extra, student="resnet20", teacher="resnet20", paraphrasers=
     torch.manual_seed(0)
     config = train_student.resolve(student_args(method, *extra, *(
         ["--paraphraser", "unused"] if METHODS[method].paraphraser and paraphrasers else [])))
-    frozen = Frozen(build_model(teacher, 10).eval().requires_grad_(False), list(paraphrasers), (32, 32))
+    teacher, student = (build_model(n, 10) if isinstance(n, str) else n for n in (teacher, student))
+    frozen = Frozen(teacher.eval().requires_grad_(False), list(paraphrasers), (32, 32))
     kd = KD(config.kd_T, config.kd_alpha) if METHODS[method].kd else None
-    return METHODS[method].build(config.method_options(), build_model(student, 10), frozen, kd)[0]
+    return METHODS[method].build(config.method_options(), student, frozen, kd)[0]
 
 
 def _frozen_paraphraser(channels=64, **kw):
@@ -157,22 +158,63 @@ def test_translator_depth_is_its_own_flag():
 
 
 def test_at_takes_a_wide_resnets_raw_last_group():
-    """AT / F-ActT read a WRN's last group before the final BN-ReLU (the AT code's g2);
-    FT keeps the post-BN-ReLU map the classifier pools."""
+    """AT / F-ActT read a WRN's last group before the final BN-ReLU (the AT code's g2), by
+    asking for the "raw" tap; FT keeps the post-BN-ReLU map the classifier pools."""
     torch.manual_seed(0)
     x = torch.randn(2, 3, 32, 32)
     for method in ("at", "fact"):
         task = _build(method, student="wrn_16_1", teacher="wrn_16_1")
-        for net in (task.student, task.teacher):
+        assert (task.tap_s, task.tap_t) == ("raw", "raw")
+        for net, tap in ((task.student, task.tap_s), (task.teacher, task.tap_t)):
             net.eval()
             raw = {}
             hook = net.groups[-1].register_forward_hook(lambda m, i, o: raw.setdefault("g", o))
-            logits, feats = net(x)
+            logits, feats = forward_tap(net, x, tap)
             hook.remove()
             torch.testing.assert_close(feats[-1], raw["g"], rtol=0, atol=0)
             assert (feats[-1] < 0).any()  # a residual sum, not a ReLU output
+            assert (net(x)[1][-1] >= 0).all()  # the network's own forward is as it was
     ft = _build("ft", student="wrn_16_1", teacher="wrn_16_1", paraphrasers=[(_frozen_paraphraser(), -1)])
+    assert (ft.tap_s, ft.tap_t) == ("post", "post")
     assert all((net.eval()(x)[1][-1] >= 0).all() for net in (ft.student, ft.teacher))
+
+
+@pytest.mark.parametrize("method", ["at", "fact"])
+def test_building_a_method_leaves_the_networks_as_they_were(method):
+    """A method asks for the tap it needs (models/features.py) instead of changing the frozen
+    teacher or the student: after building AT (or F-ActT) on WRNs, both networks' plain
+    forward gives what it gave before, bit for bit, and the task's loss uses the raw maps."""
+    from utils.distill.at import attention_transfer_loss
+
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+    student = build_model("wrn_16_1", 10).eval()
+    teacher = build_model("wrn_16_2" if method == "at" else "wrn_16_1", 10).eval()  # F-ActT: equal widths
+    with torch.no_grad():
+        before = [net(x) for net in (student, teacher)]
+    attrs = [dict(vars(net)) for net in (student, teacher)]
+    task = _build(method, student=student, teacher=teacher)
+    assert task.student is student and task.teacher is teacher
+    with torch.no_grad():
+        task.eval()(x, y)
+        after = [net(x) for net in (student, teacher)]
+    assert [dict(vars(net)) for net in (student, teacher)] == attrs
+    for (logits, feats), (logits_a, feats_a) in zip(before, after):
+        assert torch.equal(logits, logits_a) and all(torch.equal(a, b) for a, b in zip(feats, feats_a))
+    if method == "at":
+        with torch.no_grad():
+            raw_s, raw_t = forward_tap(student, x, "raw")[1], forward_tap(teacher, x, "raw")[1]
+            plain = attention_transfer_loss(before[0][1], before[1][1])
+            loss = task(x, y)[1]["at"]
+        torch.testing.assert_close(loss, task.beta * attention_transfer_loss(raw_s, raw_t))
+        assert not torch.allclose(loss, task.beta * plain)  # the raw last group, not the plain map
+
+
+def test_a_method_asking_for_an_undeclared_tap_is_a_clear_error():
+    from utils.distill.base import Distillation
+
+    with pytest.raises(UserError, match="resnet20 has no 'pre_bn' feature tap; it declares post, raw"):
+        Distillation(build_model("resnet20", 10), build_model("resnet56", 10), tap_s="pre_bn")
 
 
 def test_kd_form_default_and_record(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from models import MODELS, VARIANTS, build_model, check_model_name
+from models.features import default_tap, forward_tap
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "mmrazor_r50_r18.sh"
@@ -29,11 +30,16 @@ NETWORKS = [("resnet18_cifar_mmcls", "resnet18_cifar", "conv2", 512),
 # ----------------------------------------------------------------------------- networks
 @pytest.mark.parametrize("name,base,conv,channels", NETWORKS)
 def test_tap_is_the_last_conv_before_its_bn_and_logits_are_unchanged(name, base, conv, channels):
+    """The `_mmcls` names build the same network as their base with FT's default tap set to
+    "pre_bn" (models/features.py): each group's map is its last block's last convolution
+    output before its BN.  The plain forward is the base network's."""
     torch.manual_seed(0)
     plain, mmcls = build_model(base, 10), build_model(name, 10)
     assert mmcls.arch == name and name in VARIANTS and name not in MODELS
+    assert type(mmcls) is type(plain)
+    assert default_tap(mmcls) == "pre_bn" and default_tap(plain) == "post"
     check_model_name(name)
-    # Same parameters and buffers under the same names: only what feats[-1] is differs.
+    # Same parameters and buffers under the same names: only which maps FT takes differs.
     assert list(plain.state_dict()) == list(mmcls.state_dict())
     mmcls.load_state_dict(plain.state_dict())
     x = torch.randn(3, 3, 32, 32)
@@ -44,20 +50,23 @@ def test_tap_is_the_last_conv_before_its_bn_and_logits_are_unchanged(name, base,
         hook = last_conv.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
         with torch.no_grad():
             logits_p, feats_p = plain(x)
-            logits_m, feats_m = mmcls(x)
+            logits_m, feats_m = forward_tap(mmcls, x, default_tap(mmcls))
+            logits_plain_m, feats_plain_m = mmcls(x)
         hook.remove()
-        assert len(seen) == 1
+        assert len(seen) == 2  # the tap's forward and the plain one
         assert torch.equal(feats_m[-1], seen[0]) and feats_m[-1].shape == (3, channels, 4, 4)
         assert (feats_m[-1] < 0).any()  # before BN and ReLU
-        assert torch.equal(logits_m, logits_p)
-        assert all(torch.equal(a, b) for a, b in zip(feats_m[:-1], feats_p[:-1]))
+        assert torch.equal(logits_m, logits_p) and torch.equal(logits_plain_m, logits_p)
+        assert all(torch.equal(a, b) for a, b in zip(feats_plain_m, feats_p))
         assert not torch.equal(feats_m[-1], feats_p[-1])
+        for stage, f in zip(mmcls.groups, feats_m):  # every group's tap is its last conv's output
+            assert f.shape[1] == getattr(stage[-1], conv).out_channels
 
 
 def test_gradients_reach_the_student_through_the_tap():
     torch.manual_seed(0)
     model = build_model("resnet18_cifar_mmcls", 10)
-    _, feats = model(torch.randn(2, 3, 32, 32))
+    _, feats = forward_tap(model, torch.randn(2, 3, 32, 32), "pre_bn")
     feats[-1].pow(2).mean().backward()
     last = model.groups[-1][-1]
     assert last.conv2.weight.grad.abs().sum() > 0 and model.stem[0].weight.grad.abs().sum() > 0
@@ -86,13 +95,19 @@ def test_folding_the_frozen_teachers_bns_keeps_the_tap_before_bn():
             m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2)
             m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.5, 0.5)
     x = torch.randn(2, 3, 32, 32)
-    logits, feats = model(x)
-    folded = fold_batchnorm(copy.deepcopy(model))
-    assert isinstance(folded.groups[-1][-1].bn2, torch.nn.BatchNorm2d)  # the tap's BN stays
+    logits, feats = forward_tap(model, x, "pre_bn")
+    _, feats_plain = model(x)
+    folded = fold_batchnorm(copy.deepcopy(model), "pre_bn")
+    assert all(isinstance(stage[-1].bn2, torch.nn.BatchNorm2d) for stage in folded.groups)  # the taps' BNs stay
     assert isinstance(folded.groups[-1][0].bn2, torch.nn.Identity)
-    logits_f, feats_f = folded(x)
+    logits_f, feats_f = forward_tap(folded, x, "pre_bn")
     torch.testing.assert_close(logits_f, logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(feats_f[-1], feats[-1], rtol=1e-4, atol=1e-4)
+    # folded for the plain forward, every BN that follows a conv goes; its maps stay right
+    plain = fold_batchnorm(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    for a, b in zip(plain(x)[1], feats_plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- the script's commands

@@ -1,12 +1,12 @@
 """Behaviour of every registered network: the (logits, feats) contract, the
-declared group channels, gradients, and the papers' parameter / MAC counts."""
+declared group channels and feature taps, gradients, and the papers' parameter / MAC counts."""
 import math
 
 import pytest
 import torch
 
 from models import MODELS, VARIANTS, build_model, model_names
-from models.features import group_channels, group_shapes
+from models.features import TapError, check_tap, forward_tap, group_channels, group_shapes, tap_kinds
 from models.summary import count_macs, count_params
 
 # Paper's figures in millions of parameters, 10 classes (the FT paper's tables and the AT paper's), with
@@ -41,6 +41,68 @@ def test_variants_declare_their_group_shapes(name):
     with torch.no_grad():
         feats = model(torch.randn(1, 3, 32, 32))[1]
     assert [tuple(f.shape[1:]) for f in feats] == group_shapes(model, (32, 32))
+
+
+def _input(name: str) -> torch.Tensor:
+    # torchvision's ImageNet ResNets reduce by 32: 64x64 gives 2x2 last maps, cheaply
+    size = 64 if MODELS.get(name) in (MODELS["resnet18"], MODELS["resnet34"]) else 32
+    return torch.randn(2, 3, size, size)
+
+
+@pytest.mark.parametrize("name", [*MODELS, *VARIANTS])
+def test_declared_taps_are_the_named_modules_outputs(name):
+    """Each tap kind a network declares (models/features.py) gives, per group, the output of
+    the module feature_info names, of the declared channels and shape, in training and eval
+    mode; every network declares "post" (its plain forward) and "raw"."""
+    torch.manual_seed(0)
+    model = build_model(name, 10)
+    x = _input(name)
+    kinds = tap_kinds(model)
+    assert kinds[:2] == ["post", "raw"]
+    for train in (True, False):
+        model.train(train)
+        for kind in kinds:
+            seen = {}
+            hooks = [model.get_submodule(g.taps[kind]).register_forward_hook(
+                lambda m, i, o, j=j: seen.setdefault(j, o.detach().clone())) for j, g in enumerate(model.feature_info)]
+            try:
+                with torch.no_grad():
+                    _, feats = forward_tap(model, x, kind)
+            finally:
+                for h in hooks:
+                    h.remove()
+            assert len(feats) == len(model.feature_info) == len(seen)
+            assert [tuple(f.shape[1:]) for f in feats] == group_shapes(model, x.shape[-2:])
+            for j, f in enumerate(feats):
+                assert torch.equal(f, seen[j]), (kind, j, model.feature_info[j].taps[kind])
+
+
+@pytest.mark.parametrize("name", [*MODELS, *VARIANTS])
+def test_asking_for_a_tap_leaves_the_model_as_it_was(name):
+    """A tap is a forward argument: the model keeps no hook, no setting and no state from it,
+    and its plain forward gives what it gave before (no method changes what a network returns)."""
+    torch.manual_seed(0)
+    model = build_model(name, 10).eval()
+    x = _input(name)
+    with torch.no_grad():
+        logits, feats = model(x)
+        attrs = dict(vars(model))
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        for kind in tap_kinds(model):
+            logits_k, _ = forward_tap(model, x, kind)
+            assert torch.equal(logits_k, logits)  # a tap reads maps; the logits stay
+        logits_after, feats_after = model(x)
+    assert torch.equal(logits_after, logits) and all(torch.equal(a, b) for a, b in zip(feats_after, feats))
+    assert vars(model) == attrs and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_an_undeclared_tap_is_a_clear_error():
+    model = build_model("resnet20", 10)
+    with pytest.raises(TapError, match="resnet20 has no 'pre_bn' feature tap; it declares post, raw"):
+        model(torch.randn(1, 3, 32, 32), tap="pre_bn")
+    with pytest.raises(TapError, match="no 'bogus'"):
+        check_tap(build_model("resnet18_cifar", 10), "bogus")
 
 
 def test_registry_names():

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import inspect
 import os
 import sys
 
@@ -80,11 +81,13 @@ def configure_backends(device: torch.device, tf32: bool = False, deterministic: 
             "cudnn_deterministic": cuda and deterministic}
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
+def fold_batchnorm(model: nn.Module, tap: str = "post") -> nn.Module:
     """Fold, in place, each BatchNorm of a frozen (eval-mode) network into the convolution
     that feeds it.  BNs that follow something else (pre-activation WRN blocks) stay.  The
-    pairs are read off the torch.fx graph, so any traceable model works; a model that is
-    not traceable is left as it is (still correct, just not faster)."""
+    pairs are read off the torch.fx graph of the forward that returns the `tap` maps
+    (models/features.py), so a convolution whose output that tap returns keeps its BN;
+    any traceable model works; a model that is not traceable is left as it is (still
+    correct, just not faster)."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     if isinstance(model, nn.ModuleList):  # one paraphraser per link (multi-group FT)
@@ -93,7 +96,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         return model
     model.eval()
     try:
-        graph = torch.fx.symbolic_trace(model).graph
+        takes_tap = "tap" in inspect.signature(model.forward).parameters
+        graph = torch.fx.symbolic_trace(model, concrete_args={"tap": tap} if takes_tap else None).graph
     except Exception:
         return model
     modules = dict(model.named_modules())
@@ -120,7 +124,8 @@ def fold_frozen_batchnorm(task: nn.Module) -> None:
     """`fold_batchnorm` on each frozen network of a task (utils.distill.base.Task), in place, so
     that every reference the task holds to them sees the folded network."""
     for name in getattr(task, "_frozen_names", []):
-        fold_batchnorm(getattr(task, name))
+        # the teacher's maps are the task's teacher tap (utils.distill.base.Distillation)
+        fold_batchnorm(getattr(task, name), getattr(task, "tap_t", "post") if name == "teacher" else "post")
 
 
 def fast_paths(args, device: torch.device) -> dict[str, bool]:

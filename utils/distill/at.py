@@ -4,8 +4,9 @@ ICLR 2017): the student's group maps are pulled towards the teacher's, on every 
 Group pairing.  Student and teacher groups are zipped when the two networks have as many
 groups, and must then agree in height and width; otherwise (VGG-13's five blocks against
 a WRN's three groups) each teacher group is paired with the deepest student group of the
-same height and width.  A wide ResNet gives each group's raw residual sum, the last one
-before the network's final BN-ReLU, as the AT code takes them (`use_raw_group_outputs`).
+same height and width.  Both networks' maps are the "raw" tap (models/features.py): a wide
+ResNet gives each group's raw residual sum, the last one before the network's final BN-ReLU,
+as the AT code takes them.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from models.features import group_shapes
-from models.wide_resnet import use_raw_group_outputs
+from models.features import group_shapes, tap_kinds
 from utils.distill.base import KD, Distillation, Frozen, shape_str
 from utils.errors import UserError, note
 
@@ -89,6 +89,12 @@ def activation_transfer_loss(feats_s: Sequence[torch.Tensor], feats_t: Sequence[
 BETA_DECAYS = ("none", "linear")
 
 
+def _raw(model) -> str:
+    """AT's tap: "raw", which every registered network declares; a network of one's own that
+    declares no taps gives its plain forward's maps."""
+    return "raw" if "raw" in tap_kinds(model) else "post"
+
+
 class AttentionTransfer(Distillation):
     """AT: `beta * sum_j mean (Q_s^j - Q_t^j)^2` over the group pairs `pairs` =
     [(student group, teacher group), ...], as the AT authors' CIFAR code weighs it
@@ -102,7 +108,7 @@ class AttentionTransfer(Distillation):
 
     def __init__(self, student, teacher, pairs: Sequence[tuple[int, int]], beta: float = 1000.0,
                  kd: KD | None = None, beta_decay: str = "none"):
-        super().__init__(student, teacher, kd)
+        super().__init__(student, teacher, kd, tap_s=_raw(student), tap_t=_raw(teacher))
         if beta_decay not in BETA_DECAYS:
             raise ValueError(f"unknown beta decay '{beta_decay}', choose one of {', '.join(BETA_DECAYS)}")
         self.pairs, self.beta, self.beta_decay = [tuple(p) for p in pairs], beta, beta_decay
@@ -172,7 +178,6 @@ class ATOptions:
 
 
 def build_at(options: ATOptions, student, frozen: Frozen, kd: KD | None):
-    use_raw_group_outputs(student, frozen.teacher)
     pairs = pair_groups(group_shapes(student, frozen.input_size),
                         group_shapes(frozen.teacher, frozen.input_size), "AT")
     task = AttentionTransfer(student, frozen.teacher, pairs, options.beta, kd, options.beta_decay)
@@ -180,7 +185,6 @@ def build_at(options: ATOptions, student, frozen: Frozen, kd: KD | None):
 
 
 def build_fact(options: ATOptions, student, frozen: Frozen, kd: KD | None):
-    use_raw_group_outputs(student, frozen.teacher)
     shapes_s = group_shapes(student, frozen.input_size)
     shapes_t = group_shapes(frozen.teacher, frozen.input_size)
     pairs = pair_groups(shapes_s, shapes_t, "F-ActT")

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.features import TapError, check_tap, default_tap, forward_tap
 from paraphraser import Paraphraser
 from utils.errors import UserError
 
@@ -114,19 +115,28 @@ class Distillation(Task):
 
     With `kd`, the label loss is `(1-a) CE + a L_KD` (`kd_loss` in the form `kd.form`;
     logged as "ce" and "kd", each weighted); without, plain CE.  Subclasses add their
-    transfer terms in `transfer(feats_s, feats_t)`.
+    transfer terms in `transfer(feats_s, feats_t)`, on the group maps of the tap kinds
+    `tap_s` / `tap_t` (models/features.py; by default each network's `default_tap`).
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, kd: KD | None = None):
+    def __init__(self, student: nn.Module, teacher: nn.Module, kd: KD | None = None,
+                 tap_s: str | None = None, tap_t: str | None = None):
         super().__init__()
         self.student = student
         self.add_frozen("teacher", teacher)
         self.kd = kd
+        self.tap_s = default_tap(student) if tap_s is None else tap_s
+        self.tap_t = default_tap(teacher) if tap_t is None else tap_t
+        for model, tap in ((student, self.tap_s), (teacher, self.tap_t)):
+            try:
+                check_tap(model, tap)
+            except TapError as exc:  # a method asked for maps the network does not offer
+                raise UserError(f"{type(self).__name__}: {exc}") from None
 
     def forward(self, x, y):
-        logits_s, feats_s = self.student(x)
+        logits_s, feats_s = forward_tap(self.student, x, self.tap_s)
         with torch.no_grad():
-            logits_t, feats_t = self.teacher(x)
+            logits_t, feats_t = forward_tap(self.teacher, x, self.tap_t)
         ce = F.cross_entropy(logits_s, y)
         if self.kd is None:
             losses = {"ce": ce}

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.features import default_tap, forward_tap
 from paraphraser import Paraphraser
 from utils.distill.base import Task
 
@@ -45,7 +46,8 @@ def factor_l1_penalty(factor: torch.Tensor) -> torch.Tensor:
 
 
 class ParaphraserTraining(Task):
-    """Paraphraser stage (Sec. 3.1): reconstruct the frozen teacher's feature map."""
+    """Paraphraser stage (Sec. 3.1): reconstruct the frozen teacher's feature map (group
+    `group` of the teacher's `default_tap`, the map FT will take from it)."""
 
     def __init__(self, teacher: nn.Module, paraphraser: Paraphraser, recon_loss: str = "l1",
                  group: int = -1, factor_l1: float = 0.0):
@@ -53,10 +55,11 @@ class ParaphraserTraining(Task):
         self.add_frozen("teacher", teacher)
         self.paraphraser = paraphraser
         self.recon_loss, self.group, self.factor_l1 = recon_loss, group, factor_l1
+        self.tap_t = default_tap(teacher)
 
     def teacher_features(self, x):
         with torch.no_grad():
-            return self.teacher(x)[1][self.group]
+            return forward_tap(self.teacher, x, self.tap_t)[1][self.group]
 
     def forward(self, x, y):
         feat = self.teacher_features(x)
