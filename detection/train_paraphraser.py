@@ -9,26 +9,23 @@ BatchNorm (the appendix: BN for CIFAR-10 only), k = 0.5 (the paper gives no k fo
 epoch at lr 0.1.
 """
 
-import sys
-from pathlib import Path
+import repo_path  # noqa: F401  (detection/repo_path.py: the repository's packages, for a file run)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repository's packages
+import argparse
+import json
 
-import argparse  # noqa: E402
-import json  # noqa: E402
+import torch
 
-import torch  # noqa: E402
-
-from detection.cli import (DATASET, add_detection_run_args, add_detection_schedule_args,  # noqa: E402
+from detection.cli import (DATASET, add_detection_run_args, add_detection_schedule_args,
                            add_voc_args, check_detection_args, detector_identity, load_detector)
-from detection.data import load_voc  # noqa: E402
-from detection.tasks import BackboneTap  # noqa: E402
-from detection.train_student import prepare_device  # noqa: E402
-from paraphraser import Paraphraser, bn_default  # noqa: E402
-from utils.checkpoint import check_same_data  # noqa: E402
-from utils.cli import check_positive, run_main  # noqa: E402
-from utils.distill.paraphrase import RECON_LOSSES, ParaphraserTraining, reconstruction_loss  # noqa: E402
-from utils.train import Stage, fit, open_run  # noqa: E402
+from detection.data import load_voc
+from detection.tasks import BackboneTap
+from detection.train_student import prepare_device
+from paraphraser import Paraphraser, bn_default
+from utils.checkpoint import check_same_data
+from utils.cli import check_positive, run_main
+from utils.distill.paraphrase import RECON_LOSSES, ParaphraserTraining, reconstruction_loss
+from utils.train import Stage, fit, open_run
 
 
 def get_args_parser() -> argparse.ArgumentParser:

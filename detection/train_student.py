@@ -10,28 +10,25 @@ student's backbone map and the paraphraser's factor of the teacher's (Sec. 4.5; 
         --data-root data --out runs/voc2007/ce-vgg16-s0
 """
 
-import sys
-from pathlib import Path
+import repo_path  # noqa: F401  (detection/repo_path.py: the repository's packages, for a file run)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repository's packages
+import argparse
+import json
 
-import argparse  # noqa: E402
-import json  # noqa: E402
+import torch
 
-import torch  # noqa: E402
-
-from detection.cli import (DATASET, DETECTION_ITERS, DETECTION_MILESTONES, add_detection_run_args,  # noqa: E402
+from detection.cli import (DATASET, DETECTION_ITERS, DETECTION_MILESTONES, add_detection_run_args,
                            add_detection_schedule_args, add_detector_args, add_voc_args, check_detection_args,
                            detector_identity, load_detector, new_detector)
-from detection.data import VOC_CLASSES, load_voc  # noqa: E402
-from detection.tasks import DetectionFT, DetectorTraining, voc_evaluate  # noqa: E402
-from translator import Translator  # noqa: E402
-from utils import distributed  # noqa: E402
-from utils.checkpoint import check_same_data, load_paraphraser, paraphraser_identity  # noqa: E402
-from utils.cli import run_main  # noqa: E402
-from utils.distill.ft import FT_REDUCTIONS  # noqa: E402
-from utils.errors import UserError  # noqa: E402
-from utils.train import Stage, fit, open_run, resolve_device  # noqa: E402
+from detection.data import VOC_CLASSES, load_voc
+from detection.tasks import DetectionFT, DetectorTraining, voc_evaluate
+from translator import Translator
+from utils import distributed
+from utils.checkpoint import check_same_data, load_paraphraser, paraphraser_identity
+from utils.cli import run_main
+from utils.distill.ft import FT_REDUCTIONS
+from utils.errors import UserError
+from utils.train import Stage, fit, open_run, resolve_device
 
 METHODS = {"ce": "the student alone (detection losses)",
            "ft": "Factor Transfer on the backbone map (--teacher, --paraphraser, --beta)"}

@@ -7,18 +7,15 @@ Sec. 4.5: ResNet-101, 75.0 mAP on VOC 2007 test), with the detection losses alon
 The VGG-16 student alone (69.5 mAP) is detection/train_student.py --method ce.
 """
 
-import sys
-from pathlib import Path
+import repo_path  # noqa: F401  (detection/repo_path.py: the repository's packages, for a file run)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repository's packages
+import argparse
+import json
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-
-from detection.cli import (DETECTION_ITERS, DETECTION_MILESTONES, add_detection_run_args,  # noqa: E402
+from detection.cli import (DETECTION_ITERS, DETECTION_MILESTONES, add_detection_run_args,
                            add_detection_schedule_args, add_detector_args, add_voc_args, check_detection_args)
-from detection.train_student import train_alone  # noqa: E402
-from utils.cli import run_main  # noqa: E402
+from detection.train_student import train_alone
+from utils.cli import run_main
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -55,13 +55,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, for scripts/device_checks/
-
-from device_checks.common import FULL_ITERS, GROUPS  # noqa: E402
-from device_checks.driver import Check  # noqa: E402
-from device_checks.worker import worker_main  # noqa: E402
+import repo_path  # noqa: F401  (the repository's packages, for a script run as a file)
+from device_checks.common import FULL_ITERS, GROUPS
+from device_checks.driver import Check
+from device_checks.worker import worker_main
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -25,15 +25,15 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
+import repo_path  # noqa: F401  (the repository's packages, for a script run as a file)
+from models import build_model
+from models.summary import count_macs
+from paraphraser import Paraphraser
+from utils.cli import PAPER_ITERS
 
-from models import build_model  # noqa: E402
-from models.summary import count_macs  # noqa: E402
-from paraphraser import Paraphraser  # noqa: E402
-from utils.cli import PAPER_ITERS  # noqa: E402
+ROOT = Path(repo_path.ROOT)
 
 STEPS_PER_EPOCH = 390  # 50,000 // 128: CIFAR's training set at the paper's batch size, last partial batch dropped
 RECIPE_EPOCHS = {"at": 200}  # --recipe at: 200 epochs unless --iters / --epochs say otherwise

@@ -27,18 +27,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.ours import build_task  # noqa: E402
-from scripts.estimate import step_macs  # noqa: E402
-from bench.reference import build_networks  # noqa: E402
-from utils.train import make_step  # noqa: E402
+import repo_path  # noqa: F401  (the repository's packages, for a script run as a file)
+from bench.ours import build_task
+from bench.reference import build_networks
+from estimate import step_macs
+from utils.train import make_step
 
 ITERS = 64_000
 PARA_ITERS = 30 * 390  # train_paraphraser.py's default: 30 epochs of 390 steps

@@ -39,20 +39,18 @@ import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from models.features import default_tap, forward_tap  # noqa: E402
-from paraphraser import Paraphraser, bn_default  # noqa: E402
-from train_paraphraser import RAE_K, split_holdout  # noqa: E402
-from utils.checkpoint import load_classifier  # noqa: E402
-from utils.data import load_data  # noqa: E402
-from utils.distill.paraphrase import ParaphraserTraining, reconstruction_loss  # noqa: E402
+import repo_path  # noqa: F401  (the repository's packages, for a script run as a file)
+from models.features import default_tap, forward_tap
+from paraphraser import Paraphraser, bn_default
+from train_paraphraser import RAE_K, split_holdout
+from utils.checkpoint import load_classifier
+from utils.data import load_data
+from utils.distill.paraphrase import ParaphraserTraining, reconstruction_loss
 
 DEFAULT_LAMBDAS = (0.0, 1e-4, 0.03, 0.1, 1.0)  # 0.1, 0.03: the defaults with / without BN
 

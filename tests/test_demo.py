@@ -11,7 +11,6 @@ import pickle
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,6 @@ from helpers import run_cli, tiny_runs, train_student  # noqa: F401  (tiny_runs:
 from utils.checkpoint import fingerprint, load_classifier, load_paraphraser
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
 
 import aggregate  # noqa: E402
 import ship_run  # noqa: E402

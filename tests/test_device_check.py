@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scripts.device_checks import analysis, common
+from device_checks import analysis, common
 from utils.distill import METHODS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -187,12 +187,11 @@ def test_synthetic_folder_is_a_readable_dataset(tmp_path):
 
 
 def test_the_full_schedule_is_the_papers():
-    """device_check.py stays free of the repository's imports (it drives subprocesses), so it
-    states the paper's 64,000 iterations itself: the same number as the training scripts'
+    """device_checks/common.py imports nothing of the repository (it drives subprocesses), so
+    it states the paper's 64,000 iterations itself: the same number as the training scripts'
     default and the report's label."""
     from utils.cli import PAPER_ITERS
 
-    sys.path.insert(0, str(REPO / "scripts"))
     import paper
 
     assert common.FULL_ITERS == PAPER_ITERS == paper.PAPER_ITERS[0]

@@ -124,8 +124,7 @@ class Page:
                     runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
                 else:
                     script = REPO / argv[0]
-                    sys.argv = [str(script), *argv[1:]]
-                    sys.path.insert(0, str(script.parent))
+                    sys.argv = [str(script), *argv[1:]]  # its folder: pytest.ini's pythonpath
                     runpy.run_path(str(script), run_name="__main__")
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -11,7 +11,6 @@ from models.summary import count_macs
 from paraphraser import Paraphraser
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 import estimate  # noqa: E402
 
 BENCH = {"device": "test", "stages": {

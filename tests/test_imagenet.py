@@ -258,18 +258,17 @@ def test_evaluation_top1_top5_and_loss(data, monkeypatch):
 
 TWO_PROCESSES = """
 import sys, torch, torch.distributed as dist
-sys.path.insert(0, sys.argv[1])
 from utils.imagenet import load_imagenet
 from utils.train import classification_metrics
 torch.set_num_threads(1)
 dist.init_process_group("gloo")
-data = load_imagenet(sys.argv[2], workers=0)
+data = load_imagenet(sys.argv[1], workers=0)
 next_batch = data.batches(4, seed=2)
 batches = [next_batch(i) for i in range(6)]
 model = torch.nn.Module()
 model.forward = lambda x: (torch.arange(7.0, 0, -1).expand(len(x), -1), [])
 torch.save({"batches": batches, "metrics": classification_metrics(model, data, 3)},
-           f"{sys.argv[3]}/rank{dist.get_rank()}.pt")
+           f"{sys.argv[2]}/rank{dist.get_rank()}.pt")
 dist.destroy_process_group()
 """
 
@@ -280,9 +279,9 @@ def test_under_torchrun(tmp_path, imagenet_root, data):
     all-reduced evaluation of the whole set."""
     script = tmp_path / "two.py"
     script.write_text(TWO_PROCESSES)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # the repository's packages
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                    str(script), str(REPO), str(imagenet_root), str(tmp_path)],
+                    str(script), str(imagenet_root), str(tmp_path)],
                    check=True, capture_output=True, timeout=300, env=env)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     whole = run_batches(data, range(6), seed=2)
@@ -405,7 +404,6 @@ def test_table6_slurm_multi_node_rendezvous(tmp_path):
 # ----------------------------------------------------------------------------- report
 
 def load_report():
-    sys.path.insert(0, str(REPO / "scripts"))
     import report
 
     return report

@@ -9,13 +9,11 @@ import importlib.util
 import io
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
 import report  # noqa: E402
 
 COMMON = {"dataset": "cifar10", "data_root": "./data", "norm": None, "train_subset": None, "test_subset": None,

@@ -7,7 +7,6 @@ committed report that scripts/report.py makes from them."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from helpers import final, metrics
 from utils.checkpoint import fingerprint, load_classifier, load_paraphraser
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
 
 import demo_summary  # noqa: E402
 import report  # noqa: E402

@@ -27,8 +27,7 @@ try:
 except Exception as exc:
     info["torchvision"] = f"unavailable: {exc}"
 # the student methods and what each needs, from train_student.py's registry
-sys.path.insert(0, os.getcwd())
-from utils.distill import METHODS
+from utils.distill import METHODS  # python -c in the repository: its packages are on sys.path
 info["methods"] = {name: {"teacher": m.teacher, "paraphraser": m.paraphraser} for name, m in METHODS.items()}
 device = sys.argv[1]
 if info["cuda_available"]:

@@ -1,0 +1,7 @@
+"""For detection/train_*.py run as files (`python detection/train_teacher.py ...`, as
+docs/detection.md and scripts/table_voc.sh call them; detection/ is then sys.path[0]): runs
+scripts/repo_path.py, the one place that puts the repository's root on sys.path."""
+import runpy
+from pathlib import Path
+
+runpy.run_path(str(Path(__file__).resolve().parent.parent / "scripts" / "repo_path.py"))
