@@ -2,11 +2,11 @@
 averaged over seeds; FT paired with each baseline, and each method with the student alone, seed
 by seed.
 
-A run folder's args.json and final.json carry a "run" record (utils/run.py): the stage, the
-method, the architecture, the dataset, the recipe, the iterations, the seed, and for a
-student its teacher's and paraphrasers' identities (architecture, iterations, kind, k,
-layers, weight fingerprint).  A run is placed from that record and its own arguments alone;
-the folders its --teacher / --paraphraser name are never read.
+A run folder's args.json and final.json carry a "run" record (utils/record.py reads it): the
+stage, the method, the architecture, the dataset, the recipe, the iterations, the seed, and for
+a student its teacher's and paraphrasers' identities (architecture, iterations, kind, k,
+layers, weight fingerprint).  A run is placed from that record and its own arguments alone
+(its cell: utils.record.cell); the folders its --teacher / --paraphraser name are never read.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from paper import Cell, Part, Table, student_id, teacher_id  # paper puts the repository on sys.path
-from utils.run import ADDED_ARGS as ADDED_DEFAULTS
+import repo_path  # noqa: F401  (the repository's packages, for a script run as a file)
+from paper import Cell, Part, Table
+from utils import record as records
+from utils.record import RunRecord
 
 # Arguments that name a run rather than define it (the float32 fast paths, TF32 and cuDNN's
 # choice of algorithms change rounding only).
@@ -30,15 +32,28 @@ SCALE_ARGS = {"iters", "train_subset", "test_subset", "recipe"}
 
 @dataclass
 class Run:
-    path: Path
-    args: dict
-    final: dict | None
-    record: dict                   # what the run is: final.json's (or args.json's) "run"
-    identity: tuple | None = None
+    rec: RunRecord                 # the folder's records, migrated (utils/record.py)
+    identity: tuple | None = None  # its table cell
     scale: tuple | None = None     # (student iters, teacher iters, train subset, test subset, recipe)
     setting: dict = field(default_factory=dict)
     problem: str | None = None
     teacher: str | None = None     # the fingerprint of the teacher's weights
+
+    @property
+    def path(self) -> Path:
+        return self.rec.path
+
+    @property
+    def args(self) -> dict:
+        return self.rec.args
+
+    @property
+    def final(self) -> dict | None:
+        return self.rec.final
+
+    @property
+    def record(self) -> dict:      # what the run is: final.json's (or args.json's) "run"
+        return self.rec.run
 
     @property
     def seed(self):
@@ -46,34 +61,21 @@ class Run:
 
 
 # ----------------------------------------------------------------------------- run folders
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def load_runs(root: Path) -> list[Run]:
     runs = []
-    for args_path in sorted(root.rglob("args.json")):
-        blob = read_json(args_path)
-        if not isinstance(blob, dict) or not isinstance(blob.get("args"), dict):
-            continue
-        final = read_json(args_path.parent / "final.json")
-        # A run resumed by a later version of the code records itself in final.json only.
-        record = (final or {}).get("run") or blob.get("run") or {}
-        run = Run(args_path.parent, blob["args"], final, record)
+    for rec in records.read_all(root):
+        run = Run(rec)
         place(run)
         runs.append(run)
     return runs
 
 
-def _setting(args: dict, exclude: set) -> dict:
-    """The arguments that must agree for runs to share a cell.  An option that is off (None or
-    False) counts as absent, so a run made before the option existed shares its cell."""
-    return {k: v for k, v in args.items()
-            if k not in PER_RUN_ARGS | SCALE_ARGS | exclude and v is not None and v is not False
-            and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
+def _setting(args: dict, exclude: set, stage: str | None = None) -> dict:
+    """The arguments that must agree for runs to share a cell (utils.record.significant), of a
+    run of `stage` when they are a teacher's or paraphraser's kept in a student's record."""
+    if stage is not None:
+        args = records.migrate_args(args, stage)
+    return records.significant(args, PER_RUN_ARGS | SCALE_ARGS | exclude)
 
 
 def place(run: Run) -> None:
@@ -87,21 +89,16 @@ def place(run: Run) -> None:
             run.problem = ("its folder has no 'run' record (made before runs recorded what they are; "
                            "python scripts/backfill_run_records.py adds it)")
         return
+    run.identity = run.rec.cell
     subsets = (a.get("train_subset"), a.get("test_subset"), r["recipe"])
     if r["stage"] == "teacher":
-        run.identity = teacher_id(r["dataset"], r["arch"])
         run.scale = (None, r["iters"], *subsets)
         run.setting = _setting(a, {"arch"})
         return
     if r["stage"] != "student":
         return
     teacher, paras = r.get("teacher"), r.get("paraphrasers") or []
-    # With --ft-groups all, the cell is that of the last group's paraphraser (listed last).
-    para = paras[-1] if paras else {}
-    run.identity = student_id(
-        r["dataset"], r["arch"], r["method"], teacher["arch"] if teacher else None,
-        k=para.get("k"), kind=para.get("kind"), layers=para.get("layers"), p=a.get("p"),
-        no_paraphraser=not paras, no_translator=a.get("no_translator", False), groups=a.get("ft_groups"))
+    para = paras[-1] if paras else {}  # the cell's paraphraser (utils.record.cell)
     run.scale = (r["iters"], teacher["iters"] if teacher else None, *subsets)
     run.teacher = teacher["fingerprint"] if teacher else None
     run.setting = _setting(a, {"arch", "method", "p", "no_paraphraser", "no_translator", "ft_groups"})
@@ -109,9 +106,10 @@ def place(run: Run) -> None:
         run.setting["teacher.recipe"] = teacher["recipe"]
     # How the teacher and the cell's paraphraser were trained (lr, weight decay, loss...): what
     # their records keep of their arguments must agree too.
-    for key, value in _setting((teacher or {}).get("args") or {}, {"arch"}).items():
+    for key, value in _setting((teacher or {}).get("args") or {}, {"arch"}, "teacher").items():
         run.setting[f"teacher.{key}"] = value
-    for key, value in _setting(para.get("args") or {}, {"kind", "k", "layers", "bn", "group"}).items():
+    for key, value in _setting(para.get("args") or {}, {"kind", "k", "layers", "bn", "group"},
+                               "paraphraser").items():
         run.setting[f"paraphraser.{key}"] = value
     if teacher and teacher["iters"] is None:  # published weights (--teacher torchvision:NAME), no run
         # never averaged with a teacher trained here (records before "source" name it in args)
@@ -150,12 +148,8 @@ def metric_value(run: Run, best: bool, top5: bool) -> float | None:
         return final.get("test_error_best" if best else "test_error_last")
     if not best:
         return (final.get("last") or {}).get("test_error_top5")
-    metrics = run.path / "metrics.jsonl"
-    for line in metrics.read_text().splitlines() if metrics.exists() else []:
-        record = json.loads(line)
-        if record.get("iter") == final.get("best_iter"):
-            return record.get("test_error_top5")
-    return None
+    line = run.rec.metrics_at(final.get("best_iter"))
+    return line.get("test_error_top5") if line else None
 
 
 def aggregate(runs: list[Run], best: bool, top5: bool = False, accuracy: bool = False) -> Agg | None:

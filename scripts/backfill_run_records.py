@@ -3,32 +3,31 @@
     python scripts/backfill_run_records.py RUNS_DIR [--dry-run]
 
 scripts/report.py places a run from the record its folder keeps ("run" in args.json and
-final.json, written by the training scripts).  For each folder under RUNS_DIR without one,
-this writes the record a current run would have: from the run's own arguments, and for a
-paraphraser or student from the checkpoints its --teacher and --paraphraser name (their
-architecture, schedule, kind, k, layers and weight fingerprint).  Those paths are read as
-the training command gave them: run this from the folder the runs were started in.  A
-folder that already has a record is left alone; one whose teacher or paraphraser cannot be
-loaded is named and left alone.
+final.json, written by the training scripts). utils/record.py migrates every older record as it
+reads it, but a folder made before runs recorded what they are cannot be completed from itself:
+what its teacher and paraphrasers are lies in their checkpoints. For each folder under RUNS_DIR
+without a record, this writes the record a current run would have: from the run's own
+arguments, and for a paraphraser or student from the checkpoints its --teacher and
+--paraphraser name (their architecture, schedule, kind, k, layers and weight fingerprint).
+Those paths are read as the training command gave them: run this from the folder the runs were
+started in. A folder that already has a record is left alone; one whose teacher or paraphraser
+cannot be loaded is named and left alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from utils.checkpoint import (load_classifier, load_paraphraser, paraphraser_identity,  # noqa: E402
-                              teacher_identity)
-from utils.errors import UserError  # noqa: E402
-from utils.run import ARGS, FINAL, atomic_write_json  # noqa: E402
+import repo_path  # noqa: F401  (the repository's packages, for a script run as a file)
+from utils.checkpoint import load_classifier, load_paraphraser, paraphraser_identity, teacher_identity
+from utils.errors import UserError
+from utils import record
 
 
 def stage_of(args: dict) -> str:
-    return "student" if "method" in args else "paraphraser" if "recon_loss" in args else "teacher"
+    return record.stage_key({}, args)
 
 
 def teacher_record(spec: str) -> dict:
@@ -59,23 +58,17 @@ def record_of(args: dict) -> dict:
 def backfill(root: Path, dry_run: bool = False) -> tuple[list[Path], list[str]]:
     """(folders given a record, problems)."""
     written, problems = [], []
-    for args_path in sorted(root.rglob(ARGS)):
-        blob = json.loads(args_path.read_text())
-        final_path = args_path.parent / FINAL
-        final = json.loads(final_path.read_text()) if final_path.exists() else None
-        if blob.get("run") and (final is None or final.get("run")):
+    for rec in record.read_all(root):
+        if not record.lacks_run(rec.path):
             continue
         try:
-            record = (final or {}).get("run") or blob.get("run") or record_of(blob["args"])
+            run = rec.run or record_of(rec.args)
         except (UserError, KeyError) as exc:
-            problems.append(f"{args_path.parent}: {exc}")
+            problems.append(f"{rec.path}: {exc}")
             continue
-        written.append(args_path.parent)
-        if dry_run:
-            continue
-        atomic_write_json({**blob, "run": record}, args_path)
-        if final is not None:
-            atomic_write_json({**final, "run": record}, final_path)
+        written.append(rec.path)
+        if not dry_run:
+            record.write_run(rec.path, run)
     return written, problems
 
 

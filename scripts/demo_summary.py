@@ -8,21 +8,17 @@ paper's Table 1 numbers for ResNet-56 -> ResNet-20.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from aggregate import t_interval  # noqa: E402
-from paper import PAPER_T1, T1_COLUMNS, pretty  # noqa: E402
-from utils.checkpoint import load_classifier  # noqa: E402
-from utils.cli import run_main  # noqa: E402
-from utils.errors import UserError  # noqa: E402
-from utils.train import classification_metrics, load_training_data, resolve_device  # noqa: E402
+import repo_path  # noqa: F401  (the repository's packages, for a script run as a file)
+from aggregate import t_interval
+from paper import PAPER_T1, T1_COLUMNS, pretty
+from utils import record
+from utils.checkpoint import load_classifier
+from utils.cli import run_main
+from utils.errors import UserError
+from utils.train import classification_metrics, load_training_data, resolve_device
 
 METHODS = (("ce", "student ResNet-20 alone"), ("ft", "student ResNet-20 + FT"))
 
@@ -35,11 +31,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_final(folder: Path) -> dict:
-    path = folder / "final.json"
-    if not path.exists():
-        raise UserError(f"{path} is missing; re-run scripts/demo.sh to finish the run")
-    return json.loads(path.read_text())
+def read_run(folder: Path) -> record.RunRecord:
+    """A finished run of the demo."""
+    run = record.read(folder)
+    if run is None or not run.finished:
+        raise UserError(f"{folder / record.FINAL} is missing; re-run scripts/demo.sh to finish the run")
+    return run
 
 
 def teacher_error(teacher: str, student_args: dict) -> tuple[str, float, int]:
@@ -58,9 +55,10 @@ def mean_sd(values: list[float]) -> str:
 
 
 def main(args: argparse.Namespace) -> None:
-    finals = {m: [read_final(args.out / f"{m}-resnet20-s{s}") for s in args.seeds] for m, _ in METHODS}
+    runs = {m: [read_run(args.out / f"{m}-resnet20-s{s}") for s in args.seeds] for m, _ in METHODS}
+    finals = {m: [r.final for r in runs[m]] for m in runs}
     errors = {m: [f["test_error_last"] for f in finals[m]] for m in finals}
-    student_args = json.loads((args.out / f"ft-resnet20-s{args.seeds[0]}" / "args.json").read_text())["args"]
+    student_args = runs["ft"][0].args
     paper = dict(zip(T1_COLUMNS, PAPER_T1[("resnet20", "resnet56")]))
     wall = sum(f["wall_time_s"] for fs in finals.values() for f in fs)
     arch, error, n_test = teacher_error(args.teacher, student_args)

@@ -47,7 +47,9 @@ import threading
 import time
 from pathlib import Path
 
-from device_checks import analysis, common, environment  # scripts/: the device check's helpers
+import repo_path  # noqa: F401  (the repository's packages, for a script run as a file)
+from device_checks import analysis, common, environment
+from utils import record
 
 REPO = common.REPO
 ROW = ("teacher-resnet56-s0", "para-resnet56-k0.5-s0", "ft-resnet20-from-resnet56-k0.5-s0", "ce-resnet20-s0",
@@ -163,9 +165,9 @@ class Row(threading.Thread):
 def summarise(out: Path) -> dict:
     """Where a run stands: its last evaluation and, from its steady rate, the time of its
     whole schedule (measured when finished, extrapolated otherwise, and said so)."""
-    lines = common.read_jsonl(out / "metrics.jsonl")
-    args = (common.read_json(out / "args.json") or {}).get("args", {})
-    iters = args.get("iters")
+    rec = record.read(out)  # None before the run has written its args.json
+    lines = record.read_metrics(out)
+    iters = rec.args.get("iters") if rec is not None else None
     info = {"iters": iters, "last_iter": lines[-1]["iter"] if lines else 0}
     if lines:
         last = lines[-1]
@@ -177,7 +179,7 @@ def summarise(out: Path) -> dict:
         if iters and info["last_iter"] < iters:
             total = lines[-1]["wall_time_s"] + (iters - info["last_iter"]) * spi
             info["full_schedule_s"] = f"extrapolated: {total:.0f} s (steady rate x the iterations left)"
-    final = common.read_json(out / "final.json")
+    final = record.read_json(out / record.FINAL)
     if final:
         info["full_schedule_s"] = f"measured: {final.get('wall_time_s', 0):.0f} s of training"
         info["final"] = {k: final[k] for k in final if k.endswith(("_last", "_best"))}
@@ -288,7 +290,7 @@ class GpuCheck:
         self.command("device-check", [sys.executable, "-u", "scripts/device_check.py", str(self.scratch / "check"),
                                       *dc_flags, "--budget-s", f"{max(check_budget, 0):.0f}", "--data", str(data)],
                      check_budget + 30)
-        verdict = common.read_json(self.scratch / "check" / "device_check.json")
+        verdict = record.read_json(self.scratch / "check" / "device_check.json")
         if verdict:
             self.checks[-1]["device_check"] = {k: verdict.get(k) for k in ("ok", "summary", "failures", "skipped")}
             if verdict.get("failures") and self.checks[-1]["status"] == "ok":
@@ -333,7 +335,7 @@ class GpuCheck:
         """records.tar.gz: the small files of every run folder, the device check's reports."""
         with tarfile.open(self.out / "records.tar.gz", "w:gz") as tar:
             for path in sorted(self.scratch.rglob("*")):
-                if path.is_file() and (path.name in ("args.json", "metrics.jsonl", "final.json")
+                if path.is_file() and (path.name in record.FILES
                                        or path.parent.name in ("check", "report")):
                     tar.add(path, arcname=str(path.relative_to(self.scratch)))
 

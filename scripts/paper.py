@@ -9,14 +9,13 @@ report (scripts/report.py) places each run from the record its run folder keeps.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # models, paraphraser and utils, for the costs and the report
+import repo_path  # noqa: F401  (the repository's packages, for a script run as a file)
+from utils.record import student_id, teacher_id
+
 
 # ----------------------------------------------------------------------------- the paper
 # The paper's five k values between 0.5 and 4 are not stated; this is our reading
@@ -92,36 +91,8 @@ def k_text() -> str:
 
 
 # ----------------------------------------------------------------------------- cell identities
-TRANSFER_FACTOR = {"ft", "ft+kd"}  # methods with a paraphraser/translator
-
-
-def family(dataset: str) -> str:
-    """The folder source is the CIFAR-10 copy: it fills the CIFAR-10 tables."""
-    return "cifar10" if dataset in ("cifar10", "folder") else dataset
-
-
-def teacher_id(dataset: str, arch: str) -> tuple:
-    return ("teacher", family(dataset), arch)
-
-
-def student_id(dataset: str, arch: str, method: str, teacher: str | None = None, k=None,
-               kind: str | None = None, layers: int | None = None, p: int | None = None,
-               no_paraphraser: bool = False, no_translator: bool = False,
-               groups: str | None = None) -> tuple:
-    """A table cell's identity; runs and table layouts both build it here, so they agree."""
-    if method in TRANSFER_FACTOR:
-        p, groups = int(p or 1), groups or "last"
-        if no_paraphraser:
-            k = kind = layers = None
-        else:
-            kind, layers = kind or "conv", int(layers or 3)
-            k = None if kind == "cae" else 2.0 if kind == "rae" else round(float(k), 4)
-    else:
-        k = kind = layers = p = groups = None
-        no_paraphraser = no_translator = False
-    return ("student", family(dataset), arch, method, teacher, k, kind, layers, p,
-            bool(no_paraphraser), bool(no_translator), groups)
-
+# A cell's identity is defined once, in utils/record.py: `student_id` / `teacher_id` lay the
+# tables out here, and `utils.record.cell` derives the same tuple from a run's record.
 
 # ----------------------------------------------------------------------------- table layouts
 @dataclass

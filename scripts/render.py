@@ -244,15 +244,8 @@ def _finish(fig, ax, xlabel: str, title: str, name: Path) -> Path:
 def mean_curve(runs: list[Run]) -> tuple[list, list]:
     per_iter = defaultdict(list)
     for run in runs:
-        path = run.path / "metrics.jsonl"
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if "test_error" in record:
-                per_iter[record["iter"]].append(record["test_error"])
+        for line in run.rec.metrics():
+            if "test_error" in line:
+                per_iter[line["iter"]].append(line["test_error"])
     xs = sorted(i for i, v in per_iter.items() if len(v) == len(runs))
     return xs, [statistics.fmean(per_iter[i]) for i in xs]

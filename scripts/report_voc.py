@@ -20,7 +20,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from aggregate import read_json, t_interval
+import repo_path  # noqa: F401  (the repository's packages, for a script run as a file)
+from aggregate import t_interval
+from utils import record as records
 
 PAPER = {"student": 69.5, "ft": 70.3, "teacher": 75.0}
 ROWS = (("student", "VGG-16 alone"), ("ft", "VGG-16 + FT"), ("teacher", "ResNet-101 teacher"))
@@ -29,17 +31,15 @@ ROWS = (("student", "VGG-16 alone"), ("ft", "VGG-16 + FT"), ("teacher", "ResNet-
 def load(root: Path) -> list[dict]:
     """Finished detection runs: {row, arch, teacher, scale, seed, map, map_area, path}."""
     runs = []
-    for final_path in sorted(root.rglob("final.json")):
-        final = read_json(final_path) or {}
-        args = (read_json(final_path.parent / "args.json") or {}).get("args", {})
-        record = final.get("run") or {}
-        if record.get("task") != "detection" or record.get("stage") not in ("teacher", "student"):
+    for rec in records.read_all(root):
+        final, args, record = rec.final, rec.args, rec.run
+        if final is None or record.get("task") != "detection" or record.get("stage") not in ("teacher", "student"):
             continue  # paraphrasers have no mAP
         row = "teacher" if record["stage"] == "teacher" else "ft" if record.get("method") == "ft" else "student"
         teacher = record.get("teacher") or {}
         scale = (record["iters"], args.get("train_subset"), args.get("test_subset"), record.get("pretrained"))
         runs.append({"row": row, "arch": record["arch"], "teacher": teacher.get("arch"), "scale": scale,
-                     "seed": record["seed"], "path": final_path.parent, "final": final})
+                     "seed": record["seed"], "path": rec.path, "final": final})
     return runs
 
 

@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from utils.cli import run_main  # noqa: E402
-from utils.errors import UserError  # noqa: E402
-from utils.run import CHECKPOINT, FINAL  # noqa: E402
+import repo_path  # noqa: F401  (the repository's packages, for a script run as a file)
+from utils import record
+from utils.cli import run_main
+from utils.errors import UserError
+from utils.run import CHECKPOINT
 
 TRAINING_STATE = ("optimizer", "rng_cpu", "window", "auxiliary")
-FILES = ("args.json", "metrics.jsonl", FINAL)
+FILES = record.FILES
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -52,16 +51,16 @@ def copy_records(run: Path, dest: Path) -> None:
 
 
 def ship_records(args: argparse.Namespace) -> None:
-    if (args.run / FINAL).exists():
+    if (args.run / record.FINAL).exists():
         runs = [args.run]
     else:
-        runs = sorted(path.parent for path in args.run.rglob("args.json"))
+        runs = sorted(path.parent for path in args.run.rglob(record.ARGS))
         if not runs:
-            raise UserError(f"{args.run} holds no run folder (no args.json under it)")
+            raise UserError(f"{args.run} holds no run folder (no {record.ARGS} under it)")
     copied = 0
     for run in runs:
-        if not (run / FINAL).exists():
-            print(f"skipped {run}: not finished (no {FINAL})")
+        if not (run / record.FINAL).exists():
+            print(f"skipped {run}: not finished (no {record.FINAL})")
             continue
         copy_records(run, args.dest / run.relative_to(args.run))  # RUN itself: DEST
         copied += 1
@@ -71,8 +70,8 @@ def ship_records(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> None:
     if args.records_only:
         return ship_records(args)
-    if not (args.run / FINAL).exists():
-        raise UserError(f"{args.run} has not finished (no {FINAL}); finish it by re-running its command")
+    if not (args.run / record.FINAL).exists():
+        raise UserError(f"{args.run} has not finished (no {record.FINAL}); finish it by re-running its command")
     if (args.dest / CHECKPOINT).exists():
         raise UserError(f"{args.dest / CHECKPOINT} exists; remove it or choose another destination")
     ckpt = torch.load(args.run / CHECKPOINT, map_location="cpu", weights_only=False)

@@ -132,7 +132,8 @@ def test_at_recipe_through_the_three_scripts(tiny_runs, tmp_path):
 def test_a_run_made_before_the_recipe_flags_resumes(tmp_path):
     """An args.json without recipe / lr_decay / pad_mode matches today's defaults."""
     old = {"iters": 10, "lr": 0.1, "out": "x"}
-    RunDir(tmp_path / "r", old).start()
+    (tmp_path / "r").mkdir()  # a record from before the schema (version 0), as those runs wrote it
+    (tmp_path / "r" / "args.json").write_text(json.dumps({"args": old, "run": {}}))
     new = {**old, "recipe": "paper", "lr_decay": 0.1, "pad_mode": "zero", "epochs": None,
            "milestone_epochs": None, "default_iters": 64000}
     RunDir(tmp_path / "r", new)  # no error

@@ -8,6 +8,9 @@
     OUT/final.json       written last; its presence means the run is finished; its "run"
                          says what the run is, as args.json does
 
+utils/record.py reads and writes the records (args.json, metrics.jsonl, final.json) and
+migrates older ones; this module owns the folder for a training process.
+
 Re-running the same command on the same folder resumes from checkpoint.pt; on a
 finished run it reports the result and exits.  One process writes a folder at a
 time (an advisory lock that the OS drops when the process dies, even on SIGKILL).
@@ -24,24 +27,12 @@ from pathlib import Path
 
 import torch
 
+from utils import record
 from utils.errors import UserError
+from utils.record import ARGS, FINAL, METRICS  # noqa: F401 (the run folder's names)
 
 CHECKPOINT = "checkpoint.pt"
-FINAL = "final.json"
-ARGS = "args.json"
-METRICS = "metrics.jsonl"
 LOCK = ".lock"
-
-# Arguments that may change between a run and its resumption without changing its result.
-RESUME_FREE_ARGS = {"out", "force", "device", "progress", "data_root", "eval_batch_size", "workers",
-                    "default_iters"}
-# Options whose default (None) means "auto" (utils.perf.fast_paths): resuming a run folder
-# that holds an explicit value keeps that value (runs made when the default was off).
-AUTO_ARGS = {"channels_last", "fold_bn"}
-# Options added after runs were made, with the value that reproduces those runs: such a
-# run resumes when the option has this value.
-ADDED_ARGS = {"recipe": "paper", "lr_decay": 0.1, "pad_mode": "zero", "ft_reduction": "mean",
-              "wrn_init": "standard", "bn_images": 0, "at_beta_decay": "none"}
 
 
 def git_commit() -> str:
@@ -60,13 +51,6 @@ def atomic_save(obj, path: Path) -> None:
         torch.save(obj, fh)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(obj, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 
@@ -112,8 +96,7 @@ class RunDir:
         else:
             self._check_args()
         if not (self.path / ARGS).exists():
-            atomic_write_json({"args": self.args, "run": identity or {}, "git_commit": git_commit(),
-                               "torch": torch.__version__}, self.path / ARGS)
+            record.write_args(self.path, self.args, identity or {}, git_commit(), torch.__version__)
 
     # -- arguments ----------------------------------------------------------------
     def _check_args(self) -> None:
@@ -121,20 +104,12 @@ class RunDir:
         if not saved_path.exists():
             return
         try:
-            saved = json.loads(saved_path.read_text())["args"]
-        except (ValueError, KeyError):
+            saved = record.migrate(json.loads(saved_path.read_text()), record.read_json(self.path / FINAL))["args"]
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise UserError(f"{saved_path} is unreadable; pass --force to start this run afresh") from None
-        for key in AUTO_ARGS:  # self.args is the script's vars(args): the namespace follows
-            if self.args.get(key, False) is None and saved.get(key) is not None:
-                self.args[key] = saved[key]
-        keys = (set(saved) | set(self.args)) - RESUME_FREE_ARGS
-        # An option added after the run was made is no difference while it is off.
-        differ = sorted(k for k in keys if saved.get(k) != self.args.get(k)
-                        and not (k not in saved and (self.args.get(k) in (None, False)
-                                                 or (k in ADDED_ARGS and self.args.get(k) == ADDED_ARGS[k]))))
+        differ = record.resume_differences(saved, self.args)  # self.args is the script's vars(args)
         if differ:
-            listing = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} -> {self.args.get(k)!r}"
-                                for k in differ)
+            listing = ", ".join(f"--{k.replace('_', '-')} {old!r} -> {new!r}" for k, old, new in differ)
             raise UserError(f"{self.path} holds a run with different arguments ({listing}); "
                             f"use another --out, or --force to overwrite it")
 
@@ -144,10 +119,10 @@ class RunDir:
         return not self.force and (self.path / FINAL).exists()
 
     def read_final(self) -> dict:
-        return json.loads((self.path / FINAL).read_text())
+        return record.read_json(self.path / FINAL)
 
     def write_final(self, result: dict) -> None:
-        atomic_write_json(result, self.path / FINAL)
+        record.write_final(self.path, result)
 
     def load_checkpoint(self) -> dict | None:
         path = self.path / CHECKPOINT
@@ -165,25 +140,13 @@ class RunDir:
     # -- metrics --------------------------------------------------------------------
     def truncate_metrics(self, iteration: int) -> None:
         """Drop metric lines written after the checkpoint we resume from."""
-        path = self.path / METRICS
-        if not path.exists():
-            return
-        keep = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line)["iter"] <= iteration:
-                    keep.append(line)
-            except (ValueError, KeyError):
-                break  # a line cut by a kill ends the valid log
-        path.write_text("".join(f"{line}\n" for line in keep))
+        record.truncate_metrics(self.path, iteration)
 
     def last_metrics(self) -> dict:
-        lines = (self.path / METRICS).read_text().splitlines()
-        return json.loads(lines[-1])
+        return record.read_metrics(self.path / METRICS)[-1]
 
-    def append_metrics(self, record: dict) -> None:
-        with open(self.path / METRICS, "a") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
+    def append_metrics(self, line: dict) -> None:
+        record.append_metrics(self.path, line)
 
     def close(self) -> None:
         if self._lock_fh is not None:

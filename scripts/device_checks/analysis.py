@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from utils import record
 
-from .common import (FULL_ITERS, GRAPH_LOSS_REL, TOL_FACTOR, TOL_FLOOR_ERROR, TOL_FLOOR_RELATIVE,
-                     is_number, read_json, read_jsonl)
+from .common import FULL_ITERS, GRAPH_LOSS_REL, TOL_FACTOR, TOL_FLOOR_ERROR, TOL_FLOOR_RELATIVE, is_number
 
 
 # ============================================================================ analysis (pure)
@@ -30,7 +30,7 @@ def steady_seconds_per_iter(lines: list[dict]) -> float | None:
 
 def analyse_run(out: Path, batch_size: int, require_fall: bool) -> tuple[dict, list[str]]:
     """Key numbers of a finished run folder and the problems found in it."""
-    lines, final = read_jsonl(out / "metrics.jsonl"), read_json(out / "final.json")
+    lines, final = record.read_metrics(out), record.read_json(Path(out) / record.FINAL)
     problems = []
     if final is None:
         return {}, ["no final.json"]
@@ -67,10 +67,10 @@ def analyse_run(out: Path, batch_size: int, require_fall: bool) -> tuple[dict, l
 
 def comparable(out: Path) -> tuple[list[dict], dict]:
     """metrics.jsonl and final.json without wall-clock times (which differ between identical runs)."""
-    lines = read_jsonl(out / "metrics.jsonl")
+    lines = record.read_metrics(out)
     for line in lines:
         line.pop("wall_time_s", None)
-    final = read_json(out / "final.json") or {}
+    final = record.read_json(Path(out) / record.FINAL) or {}
     final.pop("wall_time_s", None)
     if isinstance(final.get("last"), dict):
         final["last"].pop("wall_time_s", None)

@@ -12,6 +12,8 @@ import time
 import traceback
 from pathlib import Path
 
+from utils.record import FILES as RECORD_FILES
+
 from .analysis import make_synthetic_folder
 from .common import FAST_FLAGS, FT_BETA, FULL_ITERS, GRAPH_REFUSED, GROUPS, INJECTED, PARA_K, PROFILES, REPO, STUDENT_ARCH, run_command, say, write_json_atomic
 
@@ -243,7 +245,7 @@ class Check(StageChecks, ResumeCheck, TimingChecks):
         """Copy the small files of a run folder to OUT/runs/<name>/ (the rest is scratch)."""
         dest = self.keep_dir / name.replace("/", "__")
         dest.mkdir(parents=True, exist_ok=True)
-        for f in ("args.json", "metrics.jsonl", "final.json"):
+        for f in RECORD_FILES:
             if (out / f).exists():
                 shutil.copy2(out / f, dest / f)
 

@@ -8,8 +8,10 @@ import shlex
 import time
 from pathlib import Path
 
+from utils.record import read_metrics
+
 from .analysis import analyse_run, extrapolate, graph_follows_eager
-from .common import REPO, Proc, read_jsonl, say
+from .common import REPO, Proc, say
 
 
 class StageChecks:
@@ -90,7 +92,7 @@ class StageChecks:
 
         def consume():
             nonlocal consumed, current, started_at, box
-            lines = read_jsonl(results)
+            lines = read_metrics(results)
             for rec in lines[consumed:]:
                 e = by_name[rec["name"]]
                 reached.add(rec["name"])
@@ -157,8 +159,8 @@ class StageChecks:
         if e["group"] == "graph":  # the captured step must learn as the eager one with the same flags
             eager = e["name"].replace("graph/", "fast/", 1)
             if self.status(eager) == "ok":
-                problems += graph_follows_eager(read_jsonl(out / "metrics.jsonl"),
-                                                read_jsonl(Path(e["out"].replace("/graph/", "/fast/"))
+                problems += graph_follows_eager(read_metrics(out / "metrics.jsonl"),
+                                                read_metrics(Path(e["out"].replace("/graph/", "/fast/"))
                                                            / "metrics.jsonl"), self.profile["require_fall"])
                 fields["graph_vs_eager"] = f"compared with {eager}"
         if problems:

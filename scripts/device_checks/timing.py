@@ -7,8 +7,10 @@ import math
 import time
 from pathlib import Path
 
+from utils.record import read_json, read_metrics
+
 from .analysis import analyse_run, extrapolate, graph_follows_eager, steady_seconds_per_iter
-from .common import Proc, STUDENT_ARCH, free_port, is_number, read_json, read_jsonl, run_command, shown, tail_text, write_json_atomic
+from .common import Proc, STUDENT_ARCH, free_port, is_number, run_command, shown, tail_text, write_json_atomic
 
 
 class TimingChecks:
@@ -101,7 +103,7 @@ class TimingChecks:
         end = proc.start + box
         timed_out = False
         while proc.poll() is None:
-            n = len(read_jsonl(out / "metrics.jsonl"))
+            n = len(read_metrics(out / "metrics.jsonl"))
             while len(seen) < n:
                 seen.append(round(time.monotonic() - proc.start, 2))
             if time.monotonic() > end:
@@ -110,7 +112,7 @@ class TimingChecks:
                 break
             time.sleep(0.05)
         rc, _ = proc.wait(30)
-        n = len(read_jsonl(out / "metrics.jsonl"))
+        n = len(read_metrics(out / "metrics.jsonl"))
         while len(seen) < n:  # lines written in the last poll interval
             seen.append(proc.seconds)
         return {"rc": rc, "timed_out": timed_out, "seconds": proc.seconds, "tail": proc.output_tail(),
@@ -138,7 +140,7 @@ class TimingChecks:
         fields = {"command": shown(cmd), "seconds": r["seconds"], "flags": " ".join(flags) or "default",
                   "teacher_arch": p["teacher_arch"], "student_arch": STUDENT_ARCH, "batch_size": p["batch_size"],
                   "data": self.data.get("source")}
-        lines = read_jsonl(out / "metrics.jsonl")
+        lines = read_metrics(out / "metrics.jsonl")
         if r["timed_out"] and len(lines) < 2:
             return self.record(name, "skipped", reason=f"budget: its {box:.0f} s ran out before two evaluations",
                                **fields)
@@ -159,7 +161,7 @@ class TimingChecks:
         if not spi:
             return self.failed(name, "fewer than two evaluations in the stretch: no steady rate", **fields)
         if variant == "graph":
-            problems = graph_follows_eager(lines, read_jsonl(self.runs_dir / "ft-timing-fast" / "stretch" /
+            problems = graph_follows_eager(lines, read_metrics(self.runs_dir / "ft-timing-fast" / "stretch" /
                                                              "metrics.jsonl"), self.profile["require_fall"])
             fields["graph_vs_eager"] = problems or "the graphed stretch learned and followed the eager one"
             if problems:
