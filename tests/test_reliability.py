@@ -5,7 +5,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,8 @@ import torch
 import train_paraphraser
 import train_student
 import train_teacher
-from scripts.device_checks.common import evaluations_logged, wait_for_evaluations
+from device_checks.analysis import comparable
+from device_checks.common import evaluations_logged, interrupt
 from utils.cli import run_main
 from utils.errors import UserError
 from utils.run import RunDir
@@ -140,9 +140,7 @@ def student_cmd(data: Path, out: Path, iters: int = 24) -> list[str]:
 
 
 def fingerprint_run(out: Path):
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    for line in lines:
-        line.pop("wall_time_s")
+    lines, _ = comparable(out)  # the evaluations without their wall-clock times, as the device check compares
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
     return lines, ckpt["modules"]["model"]
 
@@ -173,11 +171,7 @@ def test_kill_9_at_random_points_then_resume_is_exact(tiny_folder, tmp_path, uni
                                 stderr=subprocess.DEVNULL)
         if kills < 3:
             target = evaluations_logged(out) + rng.randint(1, 3)  # a few evaluations past the resume point
-            wait_for_evaluations(proc, out, target, timeout=240)
-            time.sleep(rng.uniform(0.0, 0.15))  # somewhere in the next steps, an evaluation or a save
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
+            kills += interrupt(proc, out, target, signal.SIGKILL, timeout=240, pause=rng.uniform(0.0, 0.15))
         proc.wait(timeout=300)
         if (out / "final.json").exists():
             break
@@ -190,8 +184,7 @@ def test_sigterm_saves_then_resume_is_exact(tiny_folder, tmp_path, uninterrupted
     out = tmp_path / "run"
     proc = subprocess.Popen(student_cmd(tiny_folder, out), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    wait_for_evaluations(proc, out, 1, timeout=240)
-    proc.send_signal(signal.SIGTERM)
+    interrupt(proc, out, 1, signal.SIGTERM, timeout=240)
     _, err = proc.communicate(timeout=120)
     if proc.returncode == 0:
         pytest.skip("the run finished before SIGTERM arrived")

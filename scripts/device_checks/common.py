@@ -165,6 +165,8 @@ class Proc:
         except (ProcessLookupError, PermissionError):
             pass
 
+    send_signal = kill  # as a Popen's: the signal `interrupt` sends, here to the whole session
+
     @property
     def seconds(self) -> float:
         return round(time.monotonic() - self.start, 2)
@@ -193,6 +195,21 @@ def wait_for_evaluations(proc, out: Path, evaluations: int, timeout: float) -> b
             return proc.poll() is None
         time.sleep(0.005)
     return False
+
+
+def interrupt(proc, out: Path, evaluations: int, sig: int, timeout: float, pause: float = 0.0) -> bool:
+    """The kill of a kill-and-resume check (the device check's and tests/test_reliability.py's):
+    once the process `proc` (a Popen or a Proc) training into `out` has logged `evaluations`
+    evaluations, and `pause` seconds more (somewhere in the next steps, an evaluation or a
+    save), send it `sig`.  True when the signal reached the running process; False when the
+    run ended or `timeout` seconds passed first (then nothing is sent)."""
+    if not wait_for_evaluations(proc, out, evaluations, timeout):
+        return False
+    time.sleep(pause)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(sig)
+    return True
 
 
 def shown(cmd: list[str]) -> str:

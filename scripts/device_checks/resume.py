@@ -8,7 +8,7 @@ import signal
 import time
 
 from .analysis import compare_runs
-from .common import Proc, evaluations_logged, run_command, shown, wait_for_evaluations
+from .common import Proc, evaluations_logged, interrupt, run_command, shown
 
 
 class ResumeCheck:
@@ -56,9 +56,7 @@ class ResumeCheck:
         # the run to kill: SIGKILL once `kill_after_lines` evaluations are logged
         out = root / "killed"
         proc = Proc(cmd(out), f"{name}/killed", self.child_env)
-        landed = wait_for_evaluations(proc, out, kill_after_lines, end - time.monotonic())
-        if landed:
-            proc.kill(signal.SIGKILL)
+        landed = interrupt(proc, out, kill_after_lines, signal.SIGKILL, end - time.monotonic())
         lines_at_kill = evaluations_logged(out)
         rc, timed_out = proc.wait(max(end - time.monotonic(), 1))
         finished_before = (out / "final.json").exists()
