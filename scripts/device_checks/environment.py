@@ -27,7 +27,7 @@ try:
 except Exception as exc:
     info["torchvision"] = f"unavailable: {exc}"
 # the student methods and what each needs, from train_student.py's registry
-from utils.distill import METHODS  # python -c in the repository: its packages are on sys.path
+from utils.distill import METHODS  # python -c in the repository's root: its packages import
 info["methods"] = {name: {"teacher": m.teacher, "paraphraser": m.paraphraser} for name, m in METHODS.items()}
 device = sys.argv[1]
 if info["cuda_available"]:

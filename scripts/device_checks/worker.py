@@ -41,7 +41,7 @@ def worker_main(spec_path: str) -> int:
     """Run spec['entries'] (name, script, argv) one after another through each script's own
     entry point; append start / done lines to spec['results']; stop after a failure."""
     spec = json.loads(Path(spec_path).read_text())
-    os.chdir(REPO)  # the repository is on sys.path (scripts/repo_path.py, imported by device_check.py)
+    os.chdir(REPO)  # the repository's packages import: scripts/repo_path.py, imported by device_check.py
     import gc
     import importlib
 
