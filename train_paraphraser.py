@@ -28,9 +28,6 @@ DEFAULT_K = 0.5
 RAE_K = 2.0
 # --rae-lambda by --bn (scripts/rae_lambda.py, docs/choices.md).
 RAE_LAMBDA = {True: 0.1, False: 0.03}
-# What the other kinds record for the unused --rae-lambda: the former default, so that
-# paraphraser run folders made before it changed still resume.
-UNUSED_RAE_LAMBDA = 1e-4
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -82,7 +79,7 @@ class ParaphraserConfig(DataConfig, ScheduleConfig, RunConfig):
     group: int
     bn: bool
     recon_loss: str
-    rae_lambda: float  # used by --kind rae only; the others record UNUSED_RAE_LAMBDA
+    rae_lambda: float | None  # --kind rae only; None for the others
     epochs: float
     holdout: float
 
@@ -105,8 +102,10 @@ def resolve(args: argparse.Namespace, train_images: Callable[[], int] | None = N
         raise UserError(f"--holdout must be in [0, 1), got {v['holdout']}")
     if v["bn"] is None:
         v["bn"] = bn_default(v["dataset"])
-    if v["rae_lambda"] is None:
-        v["rae_lambda"] = RAE_LAMBDA[v["bn"]] if v["kind"] == "rae" else UNUSED_RAE_LAMBDA
+    if v["kind"] != "rae":  # no penalty: none recorded (older records' placeholder: utils/record.py)
+        v["rae_lambda"] = None
+    elif v["rae_lambda"] is None:
+        v["rae_lambda"] = RAE_LAMBDA[v["bn"]]
     if v["kind"] == "rae" and v["rae_lambda"] <= 0:
         raise UserError("--rae-lambda must be positive for --kind rae")
     apply_recipe(v, schedule=False)

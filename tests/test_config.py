@@ -40,7 +40,7 @@ def test_paper_defaults():
     # the paraphraser: k = 0.5, BN on CIFAR-10, 30 epochs of the 45,000 images left after
     # the 10 % holdout: 45,000 // 128 = 351 steps an epoch
     p = resolved(train_paraphraser, "--teacher", "T", train_images=lambda: 50_000)
-    assert (p.k, p.bn, p.kind, p.layers, p.rae_lambda, p.epochs, p.holdout) == (0.5, True, "conv", 3, 1e-4, 30, 0.1)
+    assert (p.k, p.bn, p.kind, p.layers, p.rae_lambda, p.epochs, p.holdout) == (0.5, True, "conv", 3, None, 30, 0.1)
     assert (p.iters, p.milestones, p.lr_decay) == (30 * 351, [], 0.1)
 
 
@@ -64,7 +64,7 @@ def test_dataset_rules():
     """CIFAR-100: the paraphraser without BN (the paper's rule) and the RAE's lambda for
     no BN; k = 2 for the RAE.  ImageNet: no epochs (the CIFAR tensor pipeline's), no holdout."""
     p = resolved(train_paraphraser, "--teacher", "T", "--dataset", "cifar100", "--iters", "10")
-    assert (p.bn, p.k, p.rae_lambda) == (False, 0.5, 1e-4)
+    assert (p.bn, p.k, p.rae_lambda) == (False, 0.5, None)  # no RAE: no lambda
     rae = resolved(train_paraphraser, "--teacher", "T", "--dataset", "cifar100", "--kind", "rae", "--iters", "10")
     assert (rae.bn, rae.k, rae.rae_lambda) == (False, 2.0, 0.03)
     no_para = resolved(train_student, "--no-paraphraser", "--teacher", "T", "--dataset", "cifar100")

@@ -37,8 +37,8 @@ def test_rae_with_another_k_is_a_one_line_error(capsys, tmp_path):
 
 
 def test_rae_lambda_defaults():
-    """lambda by --bn for rae; the other kinds record the former default, unused, so that
-    their run folders made before the change still resume."""
+    """lambda by --bn for rae; the other kinds have no penalty and record none (their older
+    folders' placeholder, the former default, is migrated to none as it is read)."""
     def resolved(*flags):
         return parsed(*flags).rae_lambda
 
@@ -46,7 +46,7 @@ def test_rae_lambda_defaults():
     assert resolved("--kind", "rae", "--dataset", "cifar100") == 0.03  # BN off
     assert resolved("--kind", "rae", "--no-bn") == 0.03
     assert resolved("--kind", "rae", "--rae-lambda", "0.5") == 0.5
-    assert resolved() == resolved("--kind", "cae") == 1e-4
+    assert resolved() is resolved("--kind", "cae") is resolved("--rae-lambda", "0.5") is None
 
 
 @pytest.mark.parametrize("bn", [True, False], ids=["bn", "no-bn"])

@@ -38,10 +38,14 @@ def test_a_version_0_record_reads_as_its_migrated_form(tmp_path):
     assert s.schema == 0 and s.run == run and s.finished
     assert s.args == {**old, "recipe": "paper", "lr_decay": 0.1, "pad_mode": "zero", "ft_reduction": "mean",
                       "wrn_init": "standard", "bn_images": 0, "at_beta_decay": "none"}
-    # a paraphraser has neither the WRN init nor the AT schedule; an option the run gave is kept
-    p = record.read(write(tmp_path / "p", {"args": {"recon_loss": "l1", "kind": "conv", "recipe": "at"}}))
+    # a paraphraser has neither the WRN init nor the AT schedule; an option the run gave is kept;
+    # the placeholder --rae-lambda outside --kind rae is none, as train_paraphraser.py records it now
+    old_p = {"recon_loss": "l1", "kind": "conv", "recipe": "at", "rae_lambda": 1e-4}
+    p = record.read(write(tmp_path / "p", {"args": old_p}))
     assert p.schema == 0 and p.run == {}
-    assert p.args == {"recon_loss": "l1", "kind": "conv", "recipe": "at", "lr_decay": 0.1, "pad_mode": "zero"}
+    assert p.args == {**old_p, "rae_lambda": None, "lr_decay": 0.1, "pad_mode": "zero"}
+    rae = record.read(write(tmp_path / "rae", {"args": {**old_p, "kind": "rae", "rae_lambda": 0.1}}))
+    assert rae.args["rae_lambda"] == 0.1
     d = record.read(write(tmp_path / "d", {"args": {"arch": "vgg16"}, "run": {"stage": "teacher", "task": "detection"}}))
     assert d.args == {"arch": "vgg16", "lr_decay": 0.1}
     # the migration is the reading: the folder on disk is untouched

@@ -14,7 +14,8 @@ see the same arguments.
 
 Schema versions (args.json's "schema"):
     0  no "schema": every record written before it existed.  Its args lack the options added
-       since (ADDED_ARGS); a run resumed by a later version of the code keeps its "run" in
+       since (ADDED_ARGS), a paraphraser's hold a placeholder --rae-lambda outside --kind rae
+       (1e-4, its former default; none since); a run resumed by a later version of the code keeps its "run" in
        final.json only; the oldest have no "run" at all (such a run is read but fills no cell
        until scripts/backfill_run_records.py describes it from its checkpoints: `upgrade`).
     1  "schema": 1, every option in "args", "run" in args.json.
@@ -51,9 +52,6 @@ ADDED_ARGS = {
 # Options whose default (None) means "auto" (utils.perf.fast_paths): resuming a run folder that
 # holds an explicit value keeps that value (runs made when the default was off).
 AUTO_ARGS = {"channels_last", "fold_bn"}
-# Options that mean nothing in some runs, whatever value they hold: never a difference there.
-# --rae-lambda outside --kind rae (train_paraphraser.py records a placeholder for the others).
-UNUSED_ARGS = {"rae_lambda": lambda args: args.get("kind", "conv") != "rae"}
 # Arguments that may change between a run and its resumption without changing its result.
 RESUME_FREE_ARGS = {"out", "force", "device", "progress", "data_root", "eval_batch_size", "workers",
                     "default_iters"}
@@ -165,6 +163,8 @@ def _from_0(blob: dict, final: dict | None) -> dict:
     for key, (value, stages) in ADDED_ARGS.items():
         if stage in stages:
             args.setdefault(key, value)
+    if stage == "paraphraser" and args.get("kind", "conv") != "rae" and "rae_lambda" in args:
+        args["rae_lambda"] = None  # --rae-lambda outside --kind rae: unused, recorded then as its former default
     return {**blob, "schema": 1, "args": args}
 
 
@@ -207,8 +207,7 @@ def resume_differences(saved: dict, args: dict) -> list[tuple[str, object, objec
     for key in AUTO_ARGS:
         if args.get(key, False) is None and saved.get(key) is not None:
             args[key] = saved[key]
-    unused = {k for k, test in UNUSED_ARGS.items() if test(saved) and test(args)}
-    keys = (set(saved) | set(args)) - RESUME_FREE_ARGS - unused
+    keys = (set(saved) | set(args)) - RESUME_FREE_ARGS
     return [(k, saved.get(k), args.get(k)) for k in sorted(keys)
             if saved.get(k) != args.get(k) and not (k not in saved and args.get(k) in (None, False))
             and not (k not in args and k in ADDED_ARGS and saved[k] == ADDED_ARGS[k][0])]
@@ -216,12 +215,11 @@ def resume_differences(saved: dict, args: dict) -> list[tuple[str, object, objec
 
 def significant(args: dict, exclude: set = frozenset()) -> dict:
     """The arguments that tell two runs apart, `exclude` aside: an option that is off (None,
-    False), at the value that reproduces runs made before it existed (ADDED_ARGS) or unused
-    (UNUSED_ARGS) counts as absent, so a run made before the option existed agrees."""
+    False) or at the value that reproduces runs made before it existed (ADDED_ARGS) counts as
+    absent, so a run made before the option existed agrees."""
     return {k: v for k, v in args.items()
             if k not in exclude and v is not None and v is not False
-            and not (k in ADDED_ARGS and v == ADDED_ARGS[k][0])
-            and not (k in UNUSED_ARGS and UNUSED_ARGS[k](args))}
+            and not (k in ADDED_ARGS and v == ADDED_ARGS[k][0])}
 
 
 # ----------------------------------------------------------------------------- the table cell
