@@ -7,4 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-python -m pytest -n "${TEST_WORKERS:-2}" "$@"
+workers=${TEST_WORKERS:-2}
+# worksteal: a worker that runs out of tests takes pending ones from the other, so that the
+# suite does not end with one worker alone on the long tests it was handed at the start.
+dist=(); [ "$workers" -gt 0 ] && dist=(--dist worksteal)
+python -m pytest -n "$workers" "${dist[@]}" "$@"

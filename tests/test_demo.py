@@ -163,6 +163,7 @@ def finals(out: Path, method: str, seeds) -> list[float]:
             for s in seeds]
 
 
+@pytest.mark.slow
 def test_demo_with_the_shipped_teacher_on_a_folder(shipped, tiny_folder, tmp_path):
     proc = demo(tmp_path, str(tiny_folder), SEEDS="0 1", SHIPPED_TEACHER=shipped / "teacher",
                 SHIPPED_PARAPHRASER=shipped / "para")
@@ -190,6 +191,7 @@ def test_demo_with_the_shipped_teacher_on_a_folder(shipped, tiny_folder, tmp_pat
                         "demo.sh: run 4 of 4: student ResNet-20 with FT, seed 1, 4 iterations"]
 
 
+@pytest.mark.slow
 def test_demo_on_torchvision_cifar10_trains_its_own_teacher_without_shipped_ones(torchvision_cifar10, tmp_path):
     """TEACHER=auto with nothing shipped trains the teacher and paraphraser first, here on
     torchvision's CIFAR-10 (the shipped teacher's --teacher-data-copy on it is tested above)."""

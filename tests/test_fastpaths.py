@@ -259,6 +259,7 @@ KEEP_FREED = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc: Linux only")
+@pytest.mark.slow
 def test_keep_freed_memory_stops_refaulting_freed_blocks():
     """Training steps of a ResNet-20 (batch 64): at glibc's default thresholds, freed
     activations go back to the kernel and later steps page-fault them in again (thousands of

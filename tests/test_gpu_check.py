@@ -59,6 +59,7 @@ def test_the_whole_command_trains_the_row_in_order_and_returns_three_files(tmp_p
     assert "check/device_check.json" in names and "report/report-table1.md" in names
 
 
+@pytest.mark.slow
 def test_a_run_cut_by_the_budget_is_skipped_and_one_that_fails_is_a_failure(tmp_path):
     # the budget: the teacher and the student alone are stopped at the deadline (each saves
     # its checkpoint), the runs that need the teacher never start; nothing failed. The row has

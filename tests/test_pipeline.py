@@ -170,6 +170,7 @@ def test_frozen_parts_stay_frozen(stages):
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
 
 
+@pytest.mark.slow
 def test_real_cifar10_short_run_beats_chance(shared_cifar, tmp_path):
     """A few hundred iterations on 2,000 real CIFAR-10 images: the teacher, and an FT and
     an AT+KD student of it (both baselines' losses in one run), far above 10% accuracy.

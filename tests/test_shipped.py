@@ -51,6 +51,7 @@ def test_shipped_paraphraser_belongs_to_the_shipped_teacher():
 
 
 @pytest.mark.skipif(not CIFAR_TAR.exists(), reason=f"needs the CIFAR-10 copy at {CIFAR_TAR}")
+@pytest.mark.slow
 def test_shipped_teacher_classifies_the_cifar_copy_as_recorded():
     """On 1,000 class-balanced test images (a sampling sd of ~1 point around the recorded
     full-test error); a network that had lost its weights would err on ~90%."""
