@@ -13,8 +13,7 @@ import torch
 import train_paraphraser
 import train_student
 import train_teacher
-from device_checks.analysis import comparable
-from device_checks.common import evaluations_logged, interrupt
+from helpers import comparable, evaluations_logged, interrupt
 from utils.cli import run_main
 from utils.errors import UserError
 from utils.run import RunDir
@@ -140,7 +139,7 @@ def student_cmd(data: Path, out: Path, iters: int = 24) -> list[str]:
 
 
 def fingerprint_run(out: Path):
-    lines, _ = comparable(out)  # the evaluations without their wall-clock times, as the device check compares
+    lines, _ = comparable(out)  # the evaluations without their wall-clock times, as tests/test_device_paths.py compares
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
     return lines, ckpt["modules"]["model"]
 
