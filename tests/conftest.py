@@ -1,7 +1,9 @@
-"""Shared test fixtures: tiny generated image folders and the shared CIFAR-10 copy."""
+"""Shared test fixtures: tiny generated image folders and the shared CIFAR-10 copy; and,
+for scripts/gpu_check.sh, each test's outcome written as it ends (FT_TEST_LOG)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -26,8 +28,25 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 @pytest.fixture(autouse=True, scope="session")
 def _cache_dir(tmp_path_factory):
-    """Decoded-image caches go to a temporary folder, never next to the data."""
-    os.environ["FT_CACHE_DIR"] = str(tmp_path_factory.mktemp("ft_cache"))
+    """Decoded-image caches go to a temporary folder, never next to the data; except for a
+    data set given by FT_TEST_DATA, which the caller has decoded into its FT_CACHE_DIR."""
+    if not (os.environ.get("FT_TEST_DATA") and os.environ.get("FT_CACHE_DIR")):
+        os.environ["FT_CACHE_DIR"] = str(tmp_path_factory.mktemp("ft_cache"))
+
+
+def pytest_runtest_logreport(report):
+    """With FT_TEST_LOG=FILE, append each test's outcome to FILE as a JSON line as soon as it
+    is known, so that a run stopped by a time budget (scripts/gpu_check.sh) still says what
+    passed.  A failure in set-up or tear-down is the test's outcome too."""
+    path = os.environ.get("FT_TEST_LOG")
+    if not path or not (report.when == "call" or report.outcome != "passed"):
+        return
+    line = {"test": report.nodeid, "when": report.when, "outcome": report.outcome,
+            "seconds": round(report.duration, 2)}
+    if report.outcome != "passed":
+        line["detail"] = str(report.longrepr)[-1500:]
+    with open(path, "a") as fh:
+        fh.write(json.dumps(line) + "\n")
 
 
 def make_image_folder(root: Path, classes: int = 10, train: int = 8, test: int = 4, size: int = 32,
