@@ -151,9 +151,6 @@ class Page:
                 if env.get("LAUNCHER") == "slurm":
                     env["SBATCH"] = "false"  # never submits in a dry run
                 return "dry run", lambda: self.bash(env, ["bash", argv[0]])
-            if argv[0] == "scripts/device_check.sh":
-                return "--help (needs a GPU; tests/test_device_check.py runs it on the CPU)", \
-                    lambda: self.bash(env, ["bash", argv[0], str(self.tmp / "device-check"), "--help"])
             if argv[0] == "scripts/gpu_check.sh":
                 return "--help (needs a GPU; tests/test_gpu_check.py runs it on the CPU with --tiny)", \
                     lambda: self.bash(env, ["bash", argv[0], str(self.tmp / "gpu-check"), "--help"])

@@ -1,7 +1,8 @@
 """scripts/gpu_check.sh, the one command for a lent GPU, end to end in its CPU mode (--tiny):
 the six runs of the row as scripts/table1.sh issues them, started in the row's order beside
 the checks; exactly three plain-named files in OUT (the device tool returns at most 8); a
-run cut by the budget reported as skipped, a run that fails reported as a failure."""
+run cut by the budget reported as skipped, a run that fails reported as a failure; the
+device tests' outcomes and the benchmark's rates in the summary."""
 
 import json
 import os
@@ -56,7 +57,13 @@ def test_the_whole_command_trains_the_row_in_order_and_returns_three_files(tmp_p
         names = set(tar.getnames())
     for n in ROW:
         assert {f"row/folder/{n}/{f}" for f in ("args.json", "metrics.jsonl", "final.json")} <= names
-    assert "check/device_check.json" in names and "report/report-table1.md" in names
+    assert {"tests/tests.jsonl", "benchmark/benchmark.json", "report/report-table1.md"} <= names
+    # the device tests ran (on the CPU: one stage's), each outcome recorded as it ended
+    assert [t["outcome"] for t in doc["tests"]] == ["passed", "passed"]
+    assert {t["test"].split("[")[1] for t in doc["tests"]} == {"default-teacher]", "default-student-ce]"}
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert checks["tests"]["status"] == "ok" and checks["benchmark"]["status"] == "ok"
+    assert checks["benchmark"]["images_per_s"]["ce"]["default"] > 0
 
 
 @pytest.mark.slow
@@ -85,3 +92,25 @@ def test_a_run_cut_by_the_budget_is_skipped_and_one_that_fails_is_a_failure(tmp_
     teacher = doc["row"]["teacher-resnet56-s0"]
     assert teacher["status"] == "failed" and "graph_failure" in teacher and "--no-such-flag" in teacher["error_tail"]
     assert doc["summary"].startswith("gpu_check: FAILED")
+
+
+def test_each_tests_outcome_is_written_as_it_ends(tmp_path):
+    """FT_TEST_LOG (tests/conftest.py's hook): a line per test, failures with their detail,
+    written as each test ends, so that gpu_check keeps what a budget cut leaves."""
+    (tmp_path / "test_sample.py").write_text(
+        "import pytest\n"
+        "def test_good():\n    assert True\n"
+        "def test_bad():\n    assert 1 == 2, 'one is not two'\n"
+        "@pytest.fixture\ndef broken():\n    raise RuntimeError('set-up failed')\n"
+        "def test_setup(broken):\n    pass\n"
+        "@pytest.mark.skip(reason='not here')\ndef test_skipped():\n    pass\n")
+    log = tmp_path / "tests.jsonl"
+    env = {**os.environ, "FT_TEST_LOG": str(log), "PYTHONPATH": str(REPO / "tests")}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider",
+                           str(tmp_path / "test_sample.py")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    lines = {json.loads(x)["test"].split("::")[1]: json.loads(x) for x in log.read_text().splitlines()}
+    assert {k: v["outcome"] for k, v in lines.items()} == {"test_good": "passed", "test_bad": "failed",
+                                                           "test_setup": "failed", "test_skipped": "skipped"}
+    assert "one is not two" in lines["test_bad"]["detail"] and lines["test_setup"]["when"] == "setup"

@@ -7,7 +7,7 @@ their schema and its migration, and the table cell a run fills.
     OUT/final.json      written last: the last and best primary metric, "run" again
 
 `read(folder)` gives a `RunRecord` in the current schema; every tool that looks into a run
-folder (the report and its figures, the device check, gpu_check, ship_run, the demo's summary)
+folder (the report and its figures, gpu_check, ship_run, the demo's summary)
 reads through it, and the training loop writes through `write_args`, `append_metrics` and
 `write_final` (utils/run.py's RunDir), so a cell (`cell`) and a resume (`resume_differences`)
 see the same arguments.
@@ -85,10 +85,11 @@ def read_metrics(path: Path) -> list[dict]:
     return lines
 
 
-def atomic_write_json(obj, path: Path) -> None:
+def atomic_write_json(obj, path: Path, sort_keys: bool = True) -> None:
+    """Write `obj` as JSON to `path` whole or not at all (a reader never sees half a file)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
     os.replace(tmp, path)
 
 

@@ -1,1 +1,0 @@
-"""The pieces of scripts/device_check.py (its docstring says what the check does)."""
