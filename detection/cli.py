@@ -1,6 +1,7 @@
 """What the three detection scripts share: their flags (the Faster R-CNN settings, the VOC
-data, the SGD schedule, the run), the settings resolved once, and loading a trained
-detector from its run folder.
+data, the SGD schedule, the run), building a detector from the resolved flags, and loading a
+trained detector from its run folder.  What the flags resolve to, and the checks, are in
+detection/config.py.
 
 Defaults are py-faster-rcnn's VOC 2007 setting for VGG-16 (Ren et al. 2015; its
 faster_rcnn_end2end configuration): one image a step, shorter side 600 (longer at most
@@ -11,11 +12,11 @@ faster_rcnn_end2end configuration): one image a step, shorter side 600 (longer a
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 
+from detection.config import FasterRCNNConfig
 from detection.models import DETECTORS, ROI_OPS, DetectorConfig, build_detector, load_imagenet_weights
 from utils.checkpoint import fingerprint, freeze, read_checkpoint
-from utils.cli import add_run_folder_args, check_positive
+from utils.cli import add_run_folder_args
 from utils.errors import UserError
 
 DATASET = "voc2007"
@@ -117,48 +118,14 @@ def add_detection_run_args(parser: argparse.ArgumentParser, eval_every: int) -> 
     parser.set_defaults(**FIXED_RUN_SETTINGS)
 
 
-def check_detection_args(args: argparse.Namespace, steps_per_epoch: int | None = None) -> None:
-    """Validate the schedule (after --iters is known) and the detector flags."""
-    if args.iters is None:
-        args.iters = max(1, steps_per_epoch or 1)
-    if args.milestones is None:
-        args.milestones = sorted({m for m in (round(args.iters * f) for f in args.milestone_fractions)
-                                  if 0 < m < args.iters})
-    check_positive(args, "iters", "lr", "batch_size", "eval_every", "eval_batch_size", "lr_decay")
-    if hasattr(args, "arch"):  # the teacher and student scripts
-        if args.roi_size is None:
-            args.roi_size = DETECTORS[args.arch].roi_size
-        if args.frozen_bn is None:
-            args.frozen_bn = bool(args.pretrained)
-        check_positive(args, "min_size", "max_size", "roi_batch", "rpn_batch", "roi_size")
-    if args.wd < 0 or args.momentum < 0:
-        raise UserError("--wd and --momentum must not be negative")
-    ms = args.milestones
-    if ms != sorted(set(ms)) or (ms and (ms[0] <= 0 or ms[-1] >= args.iters)):
-        raise UserError(f"--milestones must be strictly increasing, between 1 and --iters - 1 "
-                        f"({args.iters - 1}), got {ms}")
-    if getattr(args, "pretrained", None):
-        from detection.models import check_pretrained_file
-
-        check_pretrained_file(args.arch, args.pretrained)  # before any run folder or network
-    for name in ("train_subset", "test_subset"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-
-
-def detector_config(args: argparse.Namespace, num_classes: int) -> DetectorConfig:
-    """The flags (checked by `check_detection_args`) as a DetectorConfig."""
-    names = {f.name for f in fields(DetectorConfig)}
-    return DetectorConfig(**{k: v for k, v in vars(args).items() if k in names}, num_classes=num_classes)
-
-
-def new_detector(args: argparse.Namespace, num_classes: int):
-    """A detector for the flags, with --pretrained's ImageNet weights when given."""
-    config = detector_config(args, num_classes)
-    model = build_detector(config)
-    if args.pretrained:
-        load_imagenet_weights(model, args.arch, args.pretrained)
-    return model, config
+def new_detector(config: FasterRCNNConfig, num_classes: int):
+    """A detector for the resolved flags, with --pretrained's ImageNet weights when given;
+    and its DetectorConfig."""
+    detector = config.detector(num_classes)
+    model = build_detector(detector)
+    if config.pretrained:
+        load_imagenet_weights(model, config.arch, config.pretrained)
+    return model, detector
 
 
 def load_detector(path: str, what: str = "teacher"):

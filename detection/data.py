@@ -46,6 +46,10 @@ class Annotated:
     def truth(self) -> GroundTruth:
         return GroundTruth(self.boxes, self.labels, self.difficult)
 
+    def trains(self) -> bool:
+        """Whether training sees the image: it has a non-difficult object."""
+        return bool((~self.difficult).any())
+
 
 def parse_voc_objects(xml_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(boxes (N, 4), labels (N,), difficult (N,)) of a VOC annotation file."""
@@ -107,8 +111,8 @@ class VOCData:
         # Training: the non-difficult objects of each image; images without one are skipped.
         self.train = []
         for a in train:
-            keep = ~a.difficult
-            if keep.any():
+            if a.trains():
+                keep = ~a.difficult
                 self.train.append(Annotated(a.path, a.boxes[keep], a.labels[keep], a.difficult[keep]))
         if not self.train:
             raise UserError("the training split has no image with a non-difficult object")
@@ -157,3 +161,9 @@ def load_voc(root: str | Path, train_split: str, test_split: str, device: torch.
     train = read_voc_split(root, train_split, download)[:train_subset]
     test = read_voc_split(root, test_split, download)[:test_subset]
     return VOCData(train, test, device, flip)
+
+
+def count_train_images(root: str | Path, split: str, download: bool = False, train_subset: int | None = None) -> int:
+    """The images of `load_voc`'s training set (those with a non-difficult object), from the
+    annotations alone: what an epoch counts."""
+    return sum(a.trains() for a in read_voc_split(root, split, download)[:train_subset])

@@ -13,17 +13,21 @@ import repo_path  # noqa: F401  (detection/repo_path.py: the repository's packag
 
 import argparse
 import json
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from detection.cli import (DATASET, add_detection_run_args, add_detection_schedule_args,
-                           add_voc_args, check_detection_args, detector_identity, load_detector)
-from detection.data import load_voc
+from detection.cli import (DATASET, add_detection_run_args, add_detection_schedule_args, add_voc_args,
+                           detector_identity, load_detector)
+from detection.config import DetectionRunConfig, DetectionScheduleConfig, VOCConfig, check_subsets, resolve_schedule
+from detection.data import count_train_images
 from detection.tasks import BackboneTap
-from detection.train_student import prepare_device
+from detection.train_student import load_data, prepare_device
 from paraphraser import Paraphraser, bn_default
 from utils.checkpoint import check_same_data
-from utils.cli import check_positive, run_main
+from utils.cli import run_main
+from utils.config import check_positive, from_values, print_config
 from utils.distill.paraphrase import RECON_LOSSES, ParaphraserTraining, reconstruction_loss
 from utils.train import Stage, fit, open_run
 
@@ -52,38 +56,61 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass(kw_only=True)
+class DetectionParaphraserConfig(VOCConfig, DetectionScheduleConfig, DetectionRunConfig):
+    teacher: str
+    k: float
+    bn: bool
+    recon_loss: str
+    epochs: float  # --iters, when not given: this many epochs of the training images
+    eval_images: int
+
+
+def resolve(args: argparse.Namespace, train_images: Callable[[], int] | None = None) -> DetectionParaphraserConfig:
+    """The command line's settings: --iters from --epochs when not given, the checks.
+    `train_images`: the training images (those with a non-difficult object), asked only
+    when --iters is not given (default: counted from the VOC annotations)."""
+    v = dict(vars(args))
+    check_positive(v, "k", "eval_images", "epochs")
+    check_subsets(v)  # before an epoch of the --train-subset images is counted
+    if v["iters"] is None:
+        check_positive(v, "batch_size")
+    count = train_images or (lambda: count_train_images(v["data_root"], v["train_split"], v["download"],
+                                                        v["train_subset"]))
+    resolve_schedule(v, lambda: round(v["epochs"] * (count() // v["batch_size"])))
+    return from_values(DetectionParaphraserConfig, v)
+
+
 def main(args: argparse.Namespace) -> None:
-    check_positive(args, "k", "eval_images", "epochs")
-    teacher, teacher_ckpt = load_detector(args.teacher)
+    config = resolve(args)
+    teacher, teacher_ckpt = load_detector(config.teacher)
     check_same_data(teacher_ckpt, "teacher", DATASET)
     teacher_id = detector_identity(teacher, teacher_ckpt)
-    device = prepare_device(args)
-
-    # ---------------------------------------------------------------- data
-    data = load_voc(args.data_root, args.train_split, args.test_split, device, args.download,
-                    args.train_subset, min(args.eval_images, args.test_subset or args.eval_images), args.flip)
-    check_detection_args(args, round(args.epochs * data.steps_per_epoch(args.batch_size)))
+    device = prepare_device(config.device)
 
     # ---------------------------------------------------------------- run folder
-    run = open_run(args)
+    run = open_run(config)
     if run is None:
         return
 
+    # ---------------------------------------------------------------- data
+    data = load_data(config, device, test_subset=min(config.eval_images, config.test_subset or config.eval_images))
+
     # ---------------------------------------------------------------- networks
-    torch.manual_seed(args.seed)
+    torch.manual_seed(config.seed)
     tap = BackboneTap(teacher).to(device)
     channels = teacher.backbone.out_channels
-    paraphraser = Paraphraser(channels, k=args.k, bn=args.bn).to(device)
-    task = ParaphraserTraining(tap, paraphraser, args.recon_loss)
+    paraphraser = Paraphraser(channels, k=config.k, bn=config.bn).to(device)
+    task = ParaphraserTraining(tap, paraphraser, config.recon_loss)
 
     @torch.inference_mode()
     def evaluate() -> dict:
         """Mean reconstruction loss over the first --eval-images test images."""
         paraphraser.eval()
         total, n = 0.0, 0
-        for images, _ in data.test_batches(args.eval_batch_size):
+        for images, _ in data.test_batches(config.eval_batch_size):
             feat = task.teacher_features(images)
-            total += reconstruction_loss(paraphraser(feat), feat, args.recon_loss).item() * len(images)
+            total += reconstruction_loss(paraphraser(feat), feat, config.recon_loss).item() * len(images)
             n += len(images)
         return {"recon_test": total / n}
 
@@ -93,11 +120,12 @@ def main(args: argparse.Namespace) -> None:
               "dataset": DATASET, "num_classes": data.num_classes,
               "teacher": {"arch": teacher_id["arch"], "fingerprint": teacher_id["fingerprint"],
                           "group_channels": [channels]}},
-        identity={"task": "detection", "stage": "paraphraser", "dataset": DATASET, "iters": args.iters,
-                  "seed": args.seed, "kind": "conv", "k": args.k, "layers": 3, "bn": args.bn, "group": -1,
+        identity={"task": "detection", "stage": "paraphraser", "dataset": DATASET, "iters": config.iters,
+                  "seed": config.seed, "kind": "conv", "k": config.k, "layers": 3, "bn": config.bn, "group": -1,
                   "teacher": teacher_id},
     )
-    result = fit(stage, data, run, args)
+    print_config(config)
+    result = fit(stage, data, run, config)
     print(json.dumps(result, indent=2, sort_keys=True))
 
 

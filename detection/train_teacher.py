@@ -11,11 +11,15 @@ import repo_path  # noqa: F401  (detection/repo_path.py: the repository's packag
 
 import argparse
 import json
+from dataclasses import dataclass
 
 from detection.cli import (DETECTION_ITERS, DETECTION_MILESTONES, add_detection_run_args,
-                           add_detection_schedule_args, add_detector_args, add_voc_args, check_detection_args)
+                           add_detection_schedule_args, add_detector_args, add_voc_args)
+from detection.config import (DetectionRunConfig, DetectionScheduleConfig, FasterRCNNConfig, VOCConfig,
+                              resolve_detector_stage)
 from detection.train_student import train_alone
 from utils.cli import run_main
+from utils.config import from_values
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -29,9 +33,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass(kw_only=True)
+class DetectionTeacherConfig(FasterRCNNConfig, VOCConfig, DetectionScheduleConfig, DetectionRunConfig):
+    """The teacher's settings: the groups' alone."""
+
+
+def resolve(args: argparse.Namespace) -> DetectionTeacherConfig:
+    """The command line's settings: default milestones, the arch's RoI size, --frozen-bn by
+    --pretrained, and the checks."""
+    v = dict(vars(args))
+    resolve_detector_stage(v)
+    return from_values(DetectionTeacherConfig, v)
+
+
 def main(args: argparse.Namespace) -> None:
-    check_detection_args(args)
-    result = train_alone(args, kind="teacher", identity={"stage": "teacher"})
+    config = resolve(args)
+    result = train_alone(config, kind="teacher", identity={"stage": "teacher"})
     if result is not None:
         print(json.dumps(result, indent=2, sort_keys=True))
 

@@ -107,7 +107,7 @@ def from_values(cls, values: dict):
     unknown = sorted(set(values) - names)
     if unknown:
         raise TypeError(f"{cls.__name__} has no field for {', '.join(unknown)}")
-    return cls(**{k: v for k, v in values.items() if k in names})
+    return cls(**values)
 
 
 def show(config) -> str:
@@ -118,7 +118,7 @@ def show(config) -> str:
         if own:
             seen.update(own)
             group = cls.__name__.removesuffix("Config").lower() or "settings"
-            lines.append(f"  {group:<14}" + " ".join(f"{n}={getattr(config, n)!r}" for n in own))
+            lines.append(f"  {group:<13} " + " ".join(f"{n}={getattr(config, n)!r}" for n in own))
     return "\n".join(lines)
 
 
