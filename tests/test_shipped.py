@@ -2,11 +2,16 @@
 runs of the stated schedule, weights without training state, the paraphraser tied to that
 teacher, and a teacher that classifies the CIFAR-10 copy as well as its record says; and the
 mid-scale row's records (results/midscale/), runs of one schedule on that teacher, with a
-committed report that scripts/report.py makes from them."""
+committed report that scripts/report.py makes from them; and the full-schedule row's finished
+runs (results/fullschedule/), the commands scripts/table1.sh issues at the paper's schedule."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,7 @@ import torch
 
 from conftest import CIFAR_TAR
 from helpers import final, metrics
+from utils import record as run_record
 from utils.checkpoint import fingerprint, load_classifier, load_paraphraser
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,3 +119,42 @@ def test_readme_midscale_lines_are_the_committed_report():
     rows = [line for line in block.splitlines() if line.startswith("|")]
     report_lines = set((MIDSCALE / "report-table1.md").read_text().splitlines())
     assert len(rows) >= 7 and [r for r in rows if r not in report_lines] == []
+
+
+FULL = REPO / "results" / "fullschedule"
+# scripts/table1.sh's environment for the full-schedule row (results/fullschedule-resume/README.md)
+FULL_ENV = {"SEEDS": "1", "DATASET": "folder", "DATA_ROOT": "../shared/data/cifar10-jpeg.tar.gz", "RUNS": "runs_full"}
+
+
+def table1_line(run: str) -> list[str]:
+    """The command scripts/table1.sh issues for `run` (its dry run), as argv."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ONLY", "GPUS", "CPU_JOBS", "EXTRA_ARGS")}
+    proc = subprocess.run(["bash", "scripts/table1.sh"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**env, **FULL_ENV, "DRY_RUN": "1", "ONLY": f"^folder/{run}$"})
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.removeprefix("# finished: ") for line in proc.stdout.splitlines()]  # a runs_full/ here
+    lines = [line for line in lines if line.startswith("python ")]
+    assert len(lines) == 1, proc.stdout
+    return shlex.split(lines[0])
+
+
+def test_fullschedule_records_are_table1s_commands_at_the_papers_schedule():
+    """results/fullschedule/: records only of finished runs, each the command scripts/table1.sh
+    issues for its folder (the settings resolved from that command line agree with the record
+    as a resume would require) at the paper's schedule, on all images."""
+    runs = sorted(p.parent for p in FULL.glob("folder/*/final.json"))
+    assert runs, "no finished full-schedule run under results/fullschedule/folder"
+    for run in runs:
+        rec = run_record.read(run)
+        assert not (run / "checkpoint.pt").exists(), f"{run}: records only, no weights"
+        argv = table1_line(run.name)
+        script = importlib.import_module(Path(argv[1]).stem)
+        config = script.resolve(script.get_args_parser().parse_args(argv[2:]), lambda: 50000)
+        issued = json.loads(json.dumps(vars(config)))
+        assert run_record.resume_differences(rec.args, issued) == [], run
+        assert (rec.args["out"], rec.args["data_root"]) == (issued["out"], issued["data_root"]), run
+        args, lines, last = record(run)
+        assert (args["iters"], args["milestones"], args["lr"], args["batch_size"], args["wd"]) == \
+            (64000, [32000, 48000], 0.1, 128, 5e-4), run
+        assert args["train_subset"] is None and args["test_subset"] is None, run
+        assert lines[-1]["iter"] == 64000 and last["test_error_last"] == lines[-1]["test_error"], run
