@@ -145,15 +145,15 @@ def test_fullschedule_records_are_table1s_commands_at_the_papers_schedule():
     runs = sorted(p.parent for p in FULL.glob("folder/*/final.json"))
     assert runs, "no finished full-schedule run under results/fullschedule/folder"
     for run in runs:
-        rec = run_record.read(run)
+        args = run_record.read(run).args
         assert not (run / "checkpoint.pt").exists(), f"{run}: records only, no weights"
         argv = table1_line(run.name)
         script = importlib.import_module(Path(argv[1]).stem)
         config = script.resolve(script.get_args_parser().parse_args(argv[2:]), lambda: 50000)
         issued = json.loads(json.dumps(vars(config)))
-        assert run_record.resume_differences(rec.args, issued) == [], run
-        assert (rec.args["out"], rec.args["data_root"]) == (issued["out"], issued["data_root"]), run
-        args, lines, last = record(run)
+        assert run_record.resume_differences(args, issued) == [], run
+        assert (args["out"], args["data_root"]) == (issued["out"], issued["data_root"]), run
+        lines, last = metrics(run), final(run)
         assert (args["iters"], args["milestones"], args["lr"], args["batch_size"], args["wd"]) == \
             (64000, [32000, 48000], 0.1, 128, 5e-4), run
         assert args["train_subset"] is None and args["test_subset"] is None, run
