@@ -1,7 +1,9 @@
 """Reusable pieces for end-to-end tests: running the real scripts' `main()`, reading
 run folders, a tiny teacher with paraphrasers trained on demand, the rules that judge a
-run (finite, learning, equal to another run within what the device allows) and the kill of
-a kill-and-resume test (tests/test_device_paths.py, tests/test_reliability.py).
+run (finite, learning, equal to another run within what the device allows), the kill of
+a kill-and-resume test (tests/test_device_paths.py, tests/test_reliability.py), and running
+the table scripts (scripts/*.sh) in an environment cleared of their knobs: `run_script`,
+and `dry_run` for the command lines a script would issue.
 
 Use the fixtures by importing them into a test module (they build on
 `tests/conftest.py`'s `tiny_folder`):
@@ -18,7 +20,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shlex
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -32,6 +37,45 @@ import utils.data
 import utils.train
 from utils import record
 from utils.cli import run_main
+
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "scripts"
+
+
+def script_knobs() -> frozenset[str]:
+    """Every environment setting the scripts read with a default (`${NAME:-...}`), and the
+    GPU mask they set per run: what a test must clear so that the caller's shell never leaks in."""
+    names = set()
+    for script in SCRIPTS.glob("*.sh"):
+        names.update(re.findall(r"\$\{([A-Z][A-Z0-9_]*):?[-=]", script.read_text()))
+    return frozenset(names | {"CUDA_VISIBLE_DEVICES"})
+
+
+def script_env(**settings) -> dict[str, str]:
+    """This process's environment without any script knob, then `settings` (as strings)."""
+    knobs = script_knobs()
+    env = {k: v for k, v in os.environ.items() if k not in knobs}
+    env.update({k: str(v) for k, v in settings.items()})
+    return env
+
+
+def run_script(name: str, check: bool = True, timeout: float = 300, **settings) -> subprocess.CompletedProcess:
+    """`bash scripts/<name>.sh` from the repository root with exactly the knobs in `settings`."""
+    proc = subprocess.run(["bash", str(SCRIPTS / f"{name}.sh")], env=script_env(**settings), cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{name} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def dry_run(name: str, finished: bool = False, timeout: float = 300, **settings) -> list[list[str]]:
+    """The command lines `name` would issue (DRY_RUN=1), as argv lists; with `finished`, also
+    those of runs already finished (printed as "# finished: ...")."""
+    lines = run_script(name, timeout=timeout, DRY_RUN=1, **settings).stdout.splitlines()
+    if finished:
+        lines = [line.removeprefix("# finished: ") for line in lines]
+    return [shlex.split(line) for line in lines if line and not line.startswith("#")]
 
 
 def run(script, argv: list[str]):

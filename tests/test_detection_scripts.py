@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from detection.synthetic import make_synthetic_voc
-from test_scripts import REPO, dependencies, dry_run, flag, out_of, run_script
+from helpers import REPO, dry_run, run_script
+from test_scripts import dependencies, flag, out_of
 
 
 def test_dry_run_declares_the_papers_four_runs():

@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, make_image_folder
+from helpers import run_script, script_env
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "results" / "table1-reduced" / "README.md"]
 TRAINING = {"train_teacher.py", "train_paraphraser.py", "train_student.py"}
@@ -107,8 +108,7 @@ class Page:
         self.results_midscale = REPO / "results" / "midscale"
 
     def bash(self, env: dict, argv: list[str]) -> tuple[int, str]:
-        full = {k: v for k, v in os.environ.items() if k not in ("DRY_RUN", "ONLY", "SEEDS", "GPUS")}
-        full.update({"FT_NO_VENV": "1", **self.env, **env})
+        full = script_env(**{"FT_NO_VENV": "1", **self.env, **env})  # the caller's knobs never leak in
         proc = subprocess.run(argv, cwd=REPO, env=full, capture_output=True, text=True, timeout=120)
         return proc.returncode, proc.stdout + proc.stderr
 
@@ -270,10 +270,7 @@ def test_not_run_commands_still_appear_in_the_pages():
 
 
 def _dry_run_outs(script: str, seeds: int, runs: Path) -> tuple[str, set[str]]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DRY_RUN", "ONLY", "SEEDS", "GPUS", "RUNS")}
-    proc = subprocess.run(["bash", f"scripts/{script}.sh"], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**env, "DRY_RUN": "1", "SEEDS": str(seeds), "RUNS": str(runs)})
-    assert proc.returncode == 0, proc.stderr
+    proc = run_script(script, timeout=120, DRY_RUN=1, SEEDS=seeds, RUNS=runs)
     kinds = {"train_teacher.py": "teachers", "train_paraphraser.py": "paraphrasers", "train_student.py": "students"}
     outs = {w[w.index("--out") + 1]: next(kinds[Path(x).name] for x in w if Path(x).name in kinds)
             for w in map(str.split, proc.stdout.splitlines()) if "--out" in w}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import dry_run, script_env
 from models import build_model
 from models.summary import count_macs
 from paraphraser import Paraphraser
@@ -60,13 +61,10 @@ def test_a_table_is_listed_by_its_own_script(tmp_path):
     bench.write_text(json.dumps(BENCH))
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "estimate.py"), "--table", "7",
                           "--bench", str(bench), "--json"], capture_output=True, text=True,
-                         env={"PATH": "/usr/bin:/bin", "SEEDS": "1", "RUNS": str(tmp_path / "runs")},
-                         cwd=ROOT, check=True)
-    listed = subprocess.run(["bash", "scripts/table7.sh"], capture_output=True, text=True, cwd=ROOT,
-                            env={"PATH": "/usr/bin:/bin", "SEEDS": "1", "DRY_RUN": "1",
-                                 "RUNS": str(tmp_path / "runs")}, check=True).stdout
+                         env=script_env(SEEDS=1, RUNS=tmp_path / "runs"), cwd=ROOT, check=True)
+    listed = dry_run("table7", SEEDS=1, RUNS=tmp_path / "runs")
     result = json.loads(out.stdout)
-    assert result["runs"] == sum(".py" in line for line in listed.splitlines()) > 0
+    assert result["runs"] == sum(any(w.endswith(".py") for w in argv) for argv in listed) > 0
     assert result["total_seconds"] > 0
 
 

@@ -19,6 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
+import helpers
 import utils.imagenet as imagenet
 from models import MODELS, build_model, model_names
 from models.features import group_channels
@@ -311,26 +312,9 @@ def test_folder_errors(tmp_path, imagenet_root):
 
 # ----------------------------------------------------------------------------- table script
 
-KNOBS = ("SEEDS", "GPUS", "RUNS_PER_GPU", "LAUNCHER", "DRY_RUN", "ONLY", "RUNS", "DATASET", "DATA_ROOT",
-         "ITERS", "TEACHER_ITERS", "PARA_EPOCHS", "PARA_ITERS", "TRAIN_SUBSET", "TEST_SUBSET", "EVAL_EVERY",
-         "EXTRA_ARGS", "PYTHON", "SBATCH", "SQUEUE", "SBATCH_ARGS", "CUDA_VISIBLE_DEVICES", "IMAGENET_ROOT",
-         "PRETRAINED_TEACHER", "EPOCHS", "TRAIN_IMAGES", "NPROC", "TORCHRUN", "NNODES", "RDZV_PORT",
-         "RDZV_ENDPOINT")
-
-
-def table6(**settings) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in KNOBS}
-    env.update({k: str(v) for k, v in settings.items()})
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "table6.sh")], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return proc
-
-
 def dry_run(**settings) -> dict[str, list[str]]:
-    lines = table6(DRY_RUN=1, **settings).stdout.splitlines()
-    runs = [line.split() for line in lines if line and not line.startswith("#")]
-    return {Path(w[w.index("--out") + 1]).name: w for w in runs}
+    """scripts/table6.sh's command lines by run folder name."""
+    return {Path(w[w.index("--out") + 1]).name: w for w in helpers.dry_run("table6", timeout=60, **settings)}
 
 
 def flag(words: list[str], name: str, n: int = 1) -> list[str] | str:
@@ -386,8 +370,8 @@ def test_table6_slurm_multi_node_rendezvous(tmp_path):
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
     log = tmp_path / "sbatch"
-    proc = table6(RUNS=tmp_path / "runs", LAUNCHER="slurm", NNODES=2, NPROC=8, SBATCH=bin_dir / "sbatch",
-                  SBATCH_LOG=log, ONLY="teacher")
+    proc = helpers.run_script("table6", timeout=60, RUNS=tmp_path / "runs", LAUNCHER="slurm", NNODES=2, NPROC=8,
+                              SBATCH=bin_dir / "sbatch", SBATCH_LOG=log, ONLY="teacher")
     assert "submitted 1 jobs" in proc.stderr
     args = next(tmp_path.glob("sbatch.*")).read_text().splitlines()
     assert {"--nodes=2", "--ntasks-per-node=1", "--gres=gpu:8"} <= set(args)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import helpers
 from models import MODELS, VARIANTS, build_model, check_model_name
 from models.features import default_tap, forward_tap
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "scripts" / "mmrazor_r50_r18.sh"
-KNOBS = ("SEEDS", "GPUS", "RUNS_PER_GPU", "LAUNCHER", "DRY_RUN", "ONLY", "RUNS", "DATASET", "DATA_ROOT",
-         "DATA_ROOT100", "ITERS", "TEACHER_ITERS", "PARA_EPOCHS", "PARA_ITERS", "TRAIN_SUBSET",
-         "TEST_SUBSET", "EVAL_EVERY", "EXTRA_ARGS", "PYTHON", "CUDA_VISIBLE_DEVICES")
 # (variant, base network, the last block's last convolution: mmcls's layer4.1.conv2 / layer4.2.conv3)
 NETWORKS = [("resnet18_cifar_mmcls", "resnet18_cifar", "conv2", 512),
             ("resnet50_cifar_mmcls", "resnet50_cifar", "conv3", 2048)]
@@ -112,11 +108,7 @@ def test_folding_the_frozen_teachers_bns_keeps_the_tap_before_bn():
 
 # ----------------------------------------------------------------------------- the script's commands
 def dry_run(**settings) -> list[list[str]]:
-    env = {k: v for k, v in os.environ.items() if k not in KNOBS}
-    env.update({k: str(v) for k, v in {"DRY_RUN": 1, **settings}.items()})
-    proc = subprocess.run(["bash", str(SCRIPT)], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=120, check=True)
-    return [line.split() for line in proc.stdout.splitlines() if line and not line.startswith("#")]
+    return helpers.dry_run("mmrazor_r50_r18", timeout=120, **settings)
 
 
 def parse(words: list[str]):
@@ -207,11 +199,9 @@ def test_imagenet_bgr_reverses_channels_then_normalizes(tiny_folder):
 @pytest.mark.slow
 def test_script_end_to_end_on_a_tiny_folder(tmp_path, tiny_folder):
     runs = tmp_path / "runs"
-    env = {k: v for k, v in os.environ.items() if k not in KNOBS}
-    env.update(SEEDS="1", RUNS=str(runs), DATASET="folder", DATA_ROOT=str(tiny_folder), ITERS="2",
-               PARA_ITERS="2", EVAL_EVERY="2", EXTRA_ARGS="--batch-size 4 --progress off",
-               PYTHON=sys.executable)  # every core: ResNet-50 and its 2,048-channel paraphraser are real work
-    proc = subprocess.run(["bash", str(SCRIPT)], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    proc = helpers.run_script(  # every core: ResNet-50 and its 2,048-channel paraphraser are real work
+        "mmrazor_r50_r18", check=False, timeout=900, SEEDS=1, RUNS=runs, DATASET="folder", DATA_ROOT=tiny_folder,
+        ITERS=2, PARA_ITERS=2, EVAL_EVERY=2, EXTRA_ARGS="--batch-size 4 --progress off", PYTHON=sys.executable)
     assert proc.returncode == 0 and proc.stderr.count("[done]") == 4, proc.stderr[-3000:]
     ft = runs / "folder/ft-resnet18_cifar_mmcls-from-resnet50_cifar_mmcls-k0.5-s0"
     final = json.loads((ft / "final.json").read_text())

@@ -1,11 +1,8 @@
 """Long work says what it is doing: each run's progress bar names the run and shows the last
 evaluation's loss and test error; the demo and table scripts number their runs."""
-import os
-import subprocess
 
 import train_teacher
-from conftest import REPO
-from helpers import run
+from helpers import run, run_script
 from utils.progress import bar_postfix, run_label
 
 
@@ -42,10 +39,7 @@ def test_table_scripts_number_their_runs_and_say_which_they_skip(tmp_path):
     done = tmp_path / "runs" / "cifar10" / "teacher-resnet56-s0"
     done.mkdir(parents=True)
     (done / "final.json").write_text("{}")
-    env = {k: v for k, v in os.environ.items() if k not in ("DRY_RUN", "ONLY", "SEEDS", "GPUS", "RUNS")}
-    proc = subprocess.run(["bash", "scripts/table7.sh"], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**env, "SEEDS": "1", "RUNS": str(tmp_path / "runs"), "PYTHON": str(fake)})
-    assert proc.returncode == 0, proc.stderr
+    proc = run_script("table7", timeout=120, SEEDS=1, RUNS=tmp_path / "runs", PYTHON=fake)
     lines = [line for line in proc.stderr.splitlines() if " of 10: " in line]
     assert [line.split(":")[1].strip() for line in lines] == [f"run {i} of 10" for i in range(1, 11)], proc.stderr
     skipped = [line for line in lines if line.endswith("skipped (finished)")]

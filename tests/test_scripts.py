@@ -7,19 +7,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = REPO / "scripts"
-KNOBS = ("SEEDS", "GPUS", "RUNS_PER_GPU", "CPU_JOBS", "LAUNCHER", "DRY_RUN", "ONLY", "RUNS", "DATASET", "DATA_ROOT",
-         "DATA_ROOT100", "ITERS", "TEACHER_ITERS", "PARA_EPOCHS", "PARA_ITERS", "TRAIN_SUBSET",
-         "TEST_SUBSET", "EVAL_EVERY", "EXTRA_ARGS", "PYTHON", "SBATCH", "SQUEUE", "SBATCH_ARGS",
-         "CUDA_VISIBLE_DEVICES")
+from helpers import dry_run, run_script, script_knobs
 
 # Runs per seed: (teachers, paraphrasers, students), from the paper's tables.
 PER_SEED = {
@@ -38,25 +31,6 @@ PER_SEED = {
     "mmrazor_r50_r18": (1, 1, 2),
 }
 TABLES = tuple(PER_SEED)
-
-
-def script_env(**settings) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in KNOBS}
-    env.update({k: str(v) for k, v in settings.items()})
-    return env
-
-
-def run_script(name: str, check: bool = True, **settings) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["bash", str(SCRIPTS / f"{name}.sh")], env=script_env(**settings), cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{name} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def dry_run(name: str, **settings) -> list[list[str]]:
-    proc = run_script(name, DRY_RUN=1, **settings)
-    return [line.split() for line in proc.stdout.splitlines() if line and not line.startswith("#")]
 
 
 def flag(words: list[str], name: str) -> str | None:
@@ -80,6 +54,18 @@ def dependencies(words: list[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- dry runs
+def test_the_callers_knobs_never_reach_a_script(tmp_path, monkeypatch):
+    """tests/helpers.py clears every knob the scripts read, so a shell that exported SEEDS,
+    ONLY, GPUS or IMAGENET_ROOT cannot change what a test sees."""
+    knobs = script_knobs()
+    assert {"SEEDS", "ONLY", "GPUS", "CPU_JOBS", "DRY_RUN", "RUNS", "DATA_ROOT", "EXTRA_ARGS", "IMAGENET_ROOT",
+            "PRETRAINED", "CUDA_VISIBLE_DEVICES"} <= knobs
+    clean = {name: dry_run(name, RUNS=tmp_path) for name in ("table7", "table6", "table_voc")}
+    for knob in knobs:
+        monkeypatch.setenv(knob, "7")
+    assert {name: dry_run(name, RUNS=tmp_path) for name in clean} == clean
+
+
 @pytest.mark.parametrize("seeds", [1, 3])
 @pytest.mark.parametrize("table", TABLES)
 def test_dry_run_declares_the_tables_runs(table, seeds, tmp_path):

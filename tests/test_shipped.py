@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import shlex
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import CIFAR_TAR
-from helpers import final, metrics
+from helpers import dry_run, final, metrics
 from utils import record as run_record
 from utils.checkpoint import fingerprint, load_classifier, load_paraphraser
 
@@ -127,15 +124,10 @@ FULL_ENV = {"SEEDS": "1", "DATASET": "folder", "DATA_ROOT": "../shared/data/cifa
 
 
 def table1_line(run: str) -> list[str]:
-    """The command scripts/table1.sh issues for `run` (its dry run), as argv."""
-    env = {k: v for k, v in os.environ.items() if k not in ("ONLY", "GPUS", "CPU_JOBS", "EXTRA_ARGS")}
-    proc = subprocess.run(["bash", "scripts/table1.sh"], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**env, **FULL_ENV, "DRY_RUN": "1", "ONLY": f"^folder/{run}$"})
-    assert proc.returncode == 0, proc.stderr
-    lines = [line.removeprefix("# finished: ") for line in proc.stdout.splitlines()]  # a runs_full/ here
-    lines = [line for line in lines if line.startswith("python ")]
-    assert len(lines) == 1, proc.stdout
-    return shlex.split(lines[0])
+    """The command scripts/table1.sh issues for `run` (its dry run, finished or not), as argv."""
+    lines = dry_run("table1", finished=True, timeout=120, **FULL_ENV, ONLY=f"^folder/{run}$")
+    assert len(lines) == 1, lines
+    return lines[0]
 
 
 def test_fullschedule_records_are_table1s_commands_at_the_papers_schedule():
