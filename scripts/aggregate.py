@@ -167,8 +167,12 @@ def aggregate(runs: list[Run], best: bool, top5: bool = False, accuracy: bool = 
     return Agg(statistics.fmean(values), std, len(values), seeds, used)
 
 
-def compatible(a: tuple, b: tuple) -> bool:
-    return all(x is None or y is None or x == y for x, y in zip(a, b))
+def fits(scale: tuple, key: tuple) -> bool:
+    """A run of `scale` belongs to the section of `key`: the same subsets and recipe (None there
+    is a value, all images), and the same iterations for each stage the run has (a student alone
+    has no teacher, a teacher no student), which the key must name too."""
+    (student, teacher, *rest), (key_student, key_teacher, *key_rest) = scale, key
+    return rest == key_rest and student in (None, key_student) and teacher in (None, key_teacher)
 
 
 class Section:
@@ -200,19 +204,21 @@ class Section:
 
 
 def sections_for(runs: list[Run]) -> list[Section]:
-    """One section per scale; teachers and students alone join every scale they fit."""
+    """One section per scale: each (student, teacher) iterations of the students taught by a
+    teacher; teachers and students alone join every section of their own iterations. Those
+    that fit none are paired (a student alone with a teacher of its iterations if there is one,
+    else with each teacher of its subsets), and whatever still fits none has its own section."""
     scales = {r.scale for r in runs}
-    full = {s for s in scales if s[0] is not None and s[1] is not None}
-    if not full:
-        alone = {s for s in scales if s[0] is not None}
-        teachers = {s for s in scales if s[1] is not None}
-        full = {(a[0], t[1], *a[2:]) for a in alone for t in teachers if a[2:] == t[2:]}
-    keys = set(full)
-    for s in scales:
-        if not any(compatible(s, f) for f in full):
-            keys.add(s)
+    keys = {s for s in scales if s[0] is not None and s[1] is not None}
+    left = {s for s in scales if not any(fits(s, k) for k in keys)}
+    teachers = {t for t in left if t[0] is None}
+    for alone in (a for a in left if a[1] is None):
+        matching = [t for t in teachers if t[2:] == alone[2:]]
+        same = [t for t in matching if t[1] == alone[0]]
+        keys |= {(alone[0], t[1], *alone[2:]) for t in same or matching}
+    keys |= {s for s in scales if not any(fits(s, k) for k in keys)}
     order = sorted(keys, key=lambda s: tuple((x is None, x or 0) for x in s))
-    return [Section(k, [r for r in runs if compatible(r.scale, k)]) for k in order]
+    return [Section(k, [r for r in runs if fits(r.scale, k)]) for k in order]
 
 
 def table_runs(table: Table, runs: list[Run]) -> list[Run]:

@@ -310,6 +310,40 @@ def test_scales_make_sections_and_teacher_warning(tmp_path):
     assert "⚠" not in second
 
 
+def test_a_section_takes_runs_of_its_own_iterations_and_subsets_only(tmp_path):
+    """Mid-scale runs beside full-schedule ones (a student alone and a teacher at 64,000, no FT
+    yet) make two sections, the second pairing the full-schedule student alone with the
+    full-schedule teacher; a run on a subset of the training images is never averaged with runs
+    on all of them; a teacher with no student of its iterations has a section of its own, which
+    takes no student alone of other iterations."""
+    mid, full = tmp_path / "mid", tmp_path / "full"
+    t = teacher(mid, "t16k", "resnet56", 0, 11.0, iters=16000)
+    p = para(mid, "p", t, 0)
+    for seed, err in ((0, 19.0), (1, 20.0)):
+        student(mid, f"alone{seed}", "ce", "resnet20", seed, err, iters=4000)
+    student(mid, "ft", "ft", "resnet20", 0, 17.0, t, p, iters=4000)
+    student(mid, "alone-subset", "ce", "resnet20", 2, 60.0, iters=4000, train_subset=5000)
+    text = markdown(mid, "--table", "7")
+    assert "**Scale 1:** students 4,000 iterations · teachers 16,000 iterations" in text
+    first, second = text.split("**Scale 2:**")
+    assert cells(table_lines(first, "CIFAR-10")[0])[4:6] == ["19.50 ± 0.71 (n=2)", "17.00 (n=1)"]
+    assert "train subset 5000" in second and cells(table_lines(second, "CIFAR-10")[0])[4] == "60.00 (n=1)"
+
+    teacher(full, "t64k", "resnet56", 0, 7.0)
+    student(full, "alone", "ce", "resnet20", 0, 8.0)
+    text = markdown(mid, str(full), "--table", "7")
+    sections = text.split("**Scale ")[1:]
+    assert len(sections) == 3
+    sixty_four = next(s for s in sections if "students 64,000 iterations (the paper's) · teachers 64,000" in s)
+    assert cells(table_lines(sixty_four, "CIFAR-10")[0])[4:] == ["8.00 (n=1)", "—", "—", "7.00 (n=1)"]
+
+    shutil.rmtree(full / "alone")
+    sections = markdown(mid, str(full), "--table", "7").split("**Scale ")[1:]
+    assert len(sections) == 3
+    teacher_only = next(s for s in sections if "students — · teachers 64,000 iterations" in s)
+    assert cells(table_lines(teacher_only, "CIFAR-10")[0])[4:] == ["—", "—", "—", "7.00 (n=1)"]
+
+
 def test_two_roots_join_students_and_the_teacher_they_name(tmp_path, capsys):
     """Students in one root, their teacher's run in another (results/midscale + results/shipped):
     one root alone leaves the teacher's cell missing; both fill it; a missing root is an error."""
