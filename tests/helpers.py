@@ -17,6 +17,7 @@ Use the fixtures by importing them into a test module (they build on
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -43,6 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 
 
+@functools.cache
 def script_knobs() -> frozenset[str]:
     """Every environment setting the scripts read with a default (`${NAME:-...}`), and the
     GPU mask they set per run: what a test must clear so that the caller's shell never leaks in."""
