@@ -62,10 +62,10 @@ def script_env(**settings) -> dict[str, str]:
     return env
 
 
-def run_script(name: str, check: bool = True, timeout: float = 300, **settings) -> subprocess.CompletedProcess:
-    """`bash scripts/<name>.sh` from the repository root with exactly the knobs in `settings`."""
-    proc = subprocess.run(["bash", str(SCRIPTS / f"{name}.sh")], env=script_env(**settings), cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+def run_script(name: str, *args, check: bool = True, timeout: float = 300, **settings) -> subprocess.CompletedProcess:
+    """`bash scripts/<name>.sh ARGS` from the repository root with exactly the knobs in `settings`."""
+    proc = subprocess.run(["bash", str(SCRIPTS / f"{name}.sh"), *map(str, args)], env=script_env(**settings),
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

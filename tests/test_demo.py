@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import run_cli, tiny_runs, train_student  # noqa: F401  (tiny_runs: a pytest fixture)
+from helpers import run_cli, run_script, tiny_runs, train_student  # noqa: F401  (tiny_runs: a pytest fixture)
 from utils.checkpoint import fingerprint, load_classifier, load_paraphraser
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,14 +139,11 @@ def test_teacher_of_another_copy_teaches_only_when_asked(shipped, torchvision_ci
 # ----------------------------------------------------------------------------- demo.sh end to end
 
 def demo(tmp_path: Path, *data: str, hook: Path | None = None, **env) -> subprocess.CompletedProcess:
-    settings = {**os.environ, "FT_NO_VENV": "1", "OUT": str(tmp_path / "demo"), "STUDENT_ITERS": "4",
-                "EXTRA_ARGS": "--batch-size 16", "DEVICE": "cpu", **{k: str(v) for k, v in env.items()}}
+    settings = {"FT_NO_VENV": 1, "OUT": tmp_path / "demo", "STUDENT_ITERS": 4, "EXTRA_ARGS": "--batch-size 16",
+                "DEVICE": "cpu", **env}
     if hook is not None:
         settings["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh"), *data], cwd=REPO, env=settings,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
+    return run_script("demo", *data, timeout=600, **settings)
 
 
 def summary_rows(stdout: str) -> dict:
@@ -208,8 +205,6 @@ def test_demo_on_torchvision_cifar10_trains_its_own_teacher_without_shipped_ones
 
 
 def test_demo_without_the_shipped_files_says_what_to_do(tiny_folder, tmp_path):
-    env = {**os.environ, "FT_NO_VENV": "1", "OUT": str(tmp_path / "demo"), "SHIPPED_TEACHER": str(tmp_path / "none"),
-           "TEACHER": "shipped"}
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh"), str(tiny_folder)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = run_script("demo", tiny_folder, check=False, timeout=60, FT_NO_VENV=1, OUT=tmp_path / "demo",
+                      SHIPPED_TEACHER=tmp_path / "none", TEACHER="shipped")
     assert proc.returncode == 2 and "TEACHER=train" in proc.stderr

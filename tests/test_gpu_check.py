@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import script_env
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
 ROW = ["teacher-resnet56-s0", "para-resnet56-k0.5-s0", "ft-resnet20-from-resnet56-k0.5-s0", "ce-resnet20-s0",
@@ -21,7 +23,7 @@ ROW = ["teacher-resnet56-s0", "para-resnet56-k0.5-s0", "ft-resnet20-from-resnet5
 
 
 def gpu_check(out: Path, *flags: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
-    environ = {**os.environ, "PYTHON": sys.executable, **(env or {})}
+    environ = script_env(PYTHON=sys.executable, **(env or {}))
     environ.pop("FT_CACHE_DIR", None)
     proc = subprocess.run(["bash", str(SCRIPT), str(out), "--tiny", *flags], cwd=REPO, env=environ,
                           capture_output=True, text=True, timeout=600)
