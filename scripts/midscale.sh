@@ -5,7 +5,7 @@
 # report pairs FT with each baseline seed by seed.  On the CIFAR-10 JPEG copy the shipped
 # teacher was trained on; on torchvision's CIFAR-10 it teaches with --teacher-data-copy.
 #     DATASET=folder DATA_ROOT=../shared/data/cifar10-jpeg.tar.gz RUNS=runs_mid bash scripts/midscale.sh
-#     python scripts/report.py runs_mid results/shipped --table 1   # with the teacher's own run
+#     python scripts/report.py runs_mid results/shipped/teacher-resnet56 --table 1   # with the teacher's run
 # Settings as every table script (scripts/lib.sh); here ITERS defaults to 4000, SEEDS to 3,
 # and TEACHER_RUN / PARA_RUN name other teacher and paraphraser folders.
 ITERS=${ITERS:-4000} TEACHER_ITERS=${TEACHER_ITERS:-16000}  # the latter: the shipped teacher's, trained elsewhere

@@ -3,7 +3,7 @@
     python scripts/report.py runs                      # every table, markdown, to stdout
     python scripts/report.py runs --table 1 --best     # error at the best evaluation instead
     python scripts/report.py runs --format md csv json --out report/   # files (+ PNG plots)
-    python scripts/report.py results/midscale results/shipped --table 1   # runs from two roots
+    python scripts/report.py results/midscale results/shipped/teacher-resnet56 --table 1   # two roots
 
 Every run folder under each RUNS_DIR (args.json, final.json) is read.  A run's table cell comes
 from the record the run keeps ("run" in final.json and args.json), never its folder name or
@@ -37,8 +37,8 @@ from paper import TABLES, build_tables
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs_dir", type=Path, nargs="+",
-                        help="root(s) of the run folders (e.g. runs; or results/midscale results/shipped, "
-                             "for students whose teacher run lies in another folder)")
+                        help="root(s) of the run folders (e.g. runs; or results/midscale results/shipped/teacher-resnet56: "
+                             "students, and the run folder of their teacher)")
     parser.add_argument("--table", default="all", choices=(*TABLES, "all"))
     parser.add_argument("--best", action="store_true",
                         help="error at the best evaluation (default: at the last iteration)")

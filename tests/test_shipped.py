@@ -98,12 +98,12 @@ def test_midscale_records_are_finished_runs_of_one_row_on_the_shipped_teacher():
 
 def test_committed_midscale_report_regenerates_from_the_records(tmp_path, monkeypatch):
     """results/midscale/report-table1.md is what `scripts/report.py results/midscale
-    results/shipped --table 1` makes of the committed records, nothing edited by hand."""
+    results/shipped/teacher-resnet56 --table 1` makes of the committed records, nothing edited by hand."""
     committed = MIDSCALE / "report-table1.md"
-    assert committed.exists(), "make it: python scripts/report.py results/midscale results/shipped --table 1 " \
-                               "--out results/midscale"
+    assert committed.exists(), "make it: python scripts/report.py results/midscale results/shipped/teacher-resnet56 " \
+                               "--table 1 --out results/midscale"
     monkeypatch.chdir(REPO)
-    report.main(["results/midscale", "results/shipped", "--table", "1", "--out", str(tmp_path)])
+    report.main(["results/midscale", "results/shipped/teacher-resnet56", "--table", "1", "--out", str(tmp_path)])
     assert (tmp_path / "report-table1.md").read_text() == committed.read_text()
 
 
