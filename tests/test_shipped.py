@@ -27,6 +27,7 @@ import ship_run  # noqa: E402
 
 SHIPPED = REPO / "results" / "shipped"
 TEACHER, PARA = SHIPPED / "teacher-resnet56", SHIPPED / "para-resnet56-k0.5"
+TEACHER_64K = SHIPPED / "teacher-resnet56-64k"  # the full-schedule run of results/fullschedule/
 
 
 def record(run: Path) -> tuple[dict, list[dict], dict]:
@@ -53,15 +54,28 @@ def test_shipped_paraphraser_belongs_to_the_shipped_teacher():
     assert lines[-1]["iter"] == args["iters"] == ckpt["iteration"]
 
 
+def test_shipped_full_schedule_teacher_is_the_finished_full_schedule_run():
+    """teacher-resnet56-64k holds the records of results/fullschedule/'s teacher, byte for byte,
+    and that run's final weights without the training state."""
+    full_run = REPO / "results" / "fullschedule" / "folder" / "teacher-resnet56-s0"
+    for name in run_record.FILES:
+        assert (TEACHER_64K / name).read_bytes() == (full_run / name).read_bytes(), name
+    args, lines, _ = record(TEACHER_64K)
+    assert (args["arch"], args["iters"], args["milestones"]) == ("resnet56", 64000, [32000, 48000])
+    ckpt = torch.load(TEACHER_64K / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ckpt["iteration"] == lines[-1]["iter"] == 64000 and not set(ship_run.TRAINING_STATE) & set(ckpt)
+
+
 @pytest.mark.skipif(not CIFAR_TAR.exists(), reason=f"needs the CIFAR-10 copy at {CIFAR_TAR}")
 @pytest.mark.slow
-def test_shipped_teacher_classifies_the_cifar_copy_as_recorded():
+@pytest.mark.parametrize("teacher", [TEACHER, TEACHER_64K], ids=lambda path: path.name)
+def test_shipped_teacher_classifies_the_cifar_copy_as_recorded(teacher):
     """On 1,000 class-balanced test images (a sampling sd of ~1 point around the recorded
     full-test error); a network that had lost its weights would err on ~90%."""
-    recorded = final(TEACHER)["test_error_last"]
+    recorded = final(teacher)["test_error_last"]
     data = {"dataset": "folder", "data_root": str(CIFAR_TAR), "train_subset": 100, "test_subset": 1000,
             "norm": None, "pad_mode": "zero", "workers": None, "device": "cpu", "eval_batch_size": 500}
-    arch, error, n_test = demo_summary.teacher_error(str(TEACHER), data)  # as the demo measures it
+    arch, error, n_test = demo_summary.teacher_error(str(teacher), data)  # as the demo measures it
     assert (arch, n_test) == ("resnet56", 1000)
     assert abs(error - recorded) < 4.0, (error, recorded)
 
