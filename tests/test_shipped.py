@@ -28,6 +28,7 @@ import ship_run  # noqa: E402
 SHIPPED = REPO / "results" / "shipped"
 TEACHER, PARA = SHIPPED / "teacher-resnet56", SHIPPED / "para-resnet56-k0.5"
 TEACHER_64K = SHIPPED / "teacher-resnet56-64k"  # the full-schedule run of results/fullschedule/
+FULL = REPO / "results" / "fullschedule"
 
 
 def record(run: Path) -> tuple[dict, list[dict], dict]:
@@ -57,7 +58,7 @@ def test_shipped_paraphraser_belongs_to_the_shipped_teacher():
 def test_shipped_full_schedule_teacher_is_the_finished_full_schedule_run():
     """teacher-resnet56-64k holds the records of results/fullschedule/'s teacher, byte for byte,
     and that run's final weights without the training state."""
-    full_run = REPO / "results" / "fullschedule" / "folder" / "teacher-resnet56-s0"
+    full_run = FULL / "folder" / "teacher-resnet56-s0"
     for name in run_record.FILES:
         assert (TEACHER_64K / name).read_bytes() == (full_run / name).read_bytes(), name
     args, lines, _ = record(TEACHER_64K)
@@ -132,7 +133,6 @@ def test_readme_midscale_lines_are_the_committed_report():
     assert len(rows) >= 7 and [r for r in rows if r not in report_lines] == []
 
 
-FULL = REPO / "results" / "fullschedule"
 # scripts/table1.sh's environment for the full-schedule row (results/fullschedule-resume/README.md)
 FULL_ENV = {"SEEDS": "1", "DATASET": "folder", "DATA_ROOT": "../shared/data/cifar10-jpeg.tar.gz", "RUNS": "runs_full"}
 
