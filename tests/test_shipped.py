@@ -27,7 +27,9 @@ import ship_run  # noqa: E402
 
 SHIPPED = REPO / "results" / "shipped"
 TEACHER, PARA = SHIPPED / "teacher-resnet56", SHIPPED / "para-resnet56-k0.5"
-TEACHER_64K = SHIPPED / "teacher-resnet56-64k"  # the full-schedule run of results/fullschedule/
+TEACHER_64K, PARA_64K = SHIPPED / "teacher-resnet56-64k", SHIPPED / "para-resnet56-k0.5-64k"
+# the full-schedule runs of results/fullschedule/ that are shipped, and their folders there
+SHIPPED_FULL = {TEACHER_64K: "teacher-resnet56-s0", PARA_64K: "para-resnet56-k0.5-s0"}
 FULL = REPO / "results" / "fullschedule"
 
 
@@ -46,25 +48,26 @@ def test_shipped_teacher_is_a_finished_16000_iteration_run():
     assert ckpt["iteration"] == 16000 and not set(ship_run.TRAINING_STATE) & set(ckpt)
 
 
-def test_shipped_paraphraser_belongs_to_the_shipped_teacher():
-    args, lines, _ = record(PARA)
-    _, ckpt = load_paraphraser(PARA)
-    teacher, _ = load_classifier(TEACHER)
+@pytest.mark.parametrize("para, teacher", [(PARA, TEACHER), (PARA_64K, TEACHER_64K)], ids=["16k", "64k"])
+def test_shipped_paraphraser_belongs_to_the_shipped_teacher(para, teacher):
+    args, lines, _ = record(para)
+    _, ckpt = load_paraphraser(para)
+    network, _ = load_classifier(teacher)
     assert ckpt["paraphraser_config"]["k"] == 0.5 and not set(ship_run.TRAINING_STATE) & set(ckpt)
-    assert ckpt["teacher"]["fingerprint"] == fingerprint(teacher)
+    assert ckpt["teacher"]["fingerprint"] == fingerprint(network)
     assert lines[-1]["iter"] == args["iters"] == ckpt["iteration"]
 
 
-def test_shipped_full_schedule_teacher_is_the_finished_full_schedule_run():
-    """teacher-resnet56-64k holds the records of results/fullschedule/'s teacher, byte for byte,
+@pytest.mark.parametrize("shipped", list(SHIPPED_FULL), ids=lambda path: path.name)
+def test_shipped_full_schedule_run_is_the_finished_full_schedule_run(shipped):
+    """The shipped folder holds the records of its results/fullschedule/ run, byte for byte,
     and that run's final weights without the training state."""
-    full_run = FULL / "folder" / "teacher-resnet56-s0"
+    full_run = FULL / "folder" / SHIPPED_FULL[shipped]
     for name in run_record.FILES:
-        assert (TEACHER_64K / name).read_bytes() == (full_run / name).read_bytes(), name
-    args, lines, _ = record(TEACHER_64K)
-    assert (args["arch"], args["iters"], args["milestones"]) == ("resnet56", 64000, [32000, 48000])
-    ckpt = torch.load(TEACHER_64K / "checkpoint.pt", map_location="cpu", weights_only=False)
-    assert ckpt["iteration"] == lines[-1]["iter"] == 64000 and not set(ship_run.TRAINING_STATE) & set(ckpt)
+        assert (shipped / name).read_bytes() == (full_run / name).read_bytes(), name
+    args, lines, _ = record(shipped)
+    ckpt = torch.load(shipped / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ckpt["iteration"] == lines[-1]["iter"] == args["iters"] and not set(ship_run.TRAINING_STATE) & set(ckpt)
 
 
 @pytest.mark.skipif(not CIFAR_TAR.exists(), reason=f"needs the CIFAR-10 copy at {CIFAR_TAR}")
@@ -160,7 +163,12 @@ def test_fullschedule_records_are_table1s_commands_at_the_papers_schedule():
         assert run_record.resume_differences(args, issued) == [], run
         assert (args["out"], args["data_root"]) == (issued["out"], issued["data_root"]), run
         lines, last = metrics(run), final(run)
+        assert args["train_subset"] is None and args["test_subset"] is None, run
+        assert lines[-1]["iter"] == args["iters"], run
+        if script.__name__ == "train_paraphraser":  # the paper's recipe: 30 epochs of the 45,000 kept images
+            assert (args["epochs"], args["iters"], args["milestones"], args["lr"], args["holdout"]) == \
+                (30, 10530, [], 0.1, 0.1), run
+            continue
         assert (args["iters"], args["milestones"], args["lr"], args["batch_size"], args["wd"]) == \
             (64000, [32000, 48000], 0.1, 128, 5e-4), run
-        assert args["train_subset"] is None and args["test_subset"] is None, run
-        assert lines[-1]["iter"] == 64000 and last["test_error_last"] == lines[-1]["test_error"], run
+        assert last["test_error_last"] == lines[-1]["test_error"], run
