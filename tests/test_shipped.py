@@ -2,8 +2,10 @@
 runs of the stated schedule, weights without training state, the paraphraser tied to that
 teacher, and a teacher that classifies the CIFAR-10 copy as well as its record says; and the
 mid-scale row's records (results/midscale/), runs of one schedule on that teacher, with a
-committed report that scripts/report.py makes from them; and the full-schedule row's finished
-runs (results/fullschedule/), the commands scripts/table1.sh issues at the paper's schedule."""
+committed report that scripts/report.py makes from them; the demo's committed runs (results/demo/,
+results/demo-teachers/), whose summaries their records give; and the full-schedule row's
+finished runs (results/fullschedule/), the commands scripts/table1.sh issues at the paper's
+schedule."""
 
 from __future__ import annotations
 
@@ -82,6 +84,34 @@ def test_shipped_teacher_classifies_the_cifar_copy_as_recorded(teacher):
     arch, error, n_test = demo_summary.teacher_error(str(teacher), data)  # as the demo measures it
     assert (arch, n_test) == ("resnet56", 1000)
     assert abs(error - recorded) < 4.0, (error, recorded)
+
+
+# The demo's committed runs (records and what scripts/demo.sh printed) and the shipped
+# teacher and paraphraser their FT students learned from.
+DEMOS = {"demo": (TEACHER, PARA), "demo-teachers/teacher-16k": (TEACHER, PARA),
+         "demo-teachers/teacher-64k": (TEACHER_64K, PARA_64K)}
+
+
+@pytest.mark.parametrize("demo", list(DEMOS))
+def test_committed_demo_summary_is_what_its_records_give(demo, monkeypatch, capsys):
+    """The committed summary.txt is what scripts/demo_summary.py prints of the folder's
+    records (the teacher's error taken from its record instead of re-measured: the test
+    above measures it), and every FT student was taught by the shipped pair it names."""
+    folder = REPO / "results" / demo
+    teacher, para = DEMOS[demo]
+    network, _ = load_classifier(teacher)
+    paraphraser, _ = load_paraphraser(para)
+    for ft in sorted(folder.glob("ft-resnet20-s*")):
+        made = final(ft)["run"]
+        assert made["teacher"]["fingerprint"] == fingerprint(network), ft
+        assert [p["fingerprint"] for p in made["paraphrasers"]] == [fingerprint(paraphraser)], ft
+    monkeypatch.setattr(demo_summary, "teacher_error",
+                        lambda path, args: ("resnet56", final(Path(path))["test_error_last"], 10000))
+    demo_summary.main(demo_summary.get_args_parser().parse_args(
+        [str(folder), "--teacher", str(teacher), "--seeds", "0", "1", "2"]))
+    printed = [line.rstrip() for line in capsys.readouterr().out.splitlines() if line.strip()]
+    committed = [line.rstrip() for line in (folder / "summary.txt").read_text().splitlines() if line.strip()]
+    assert printed == committed
 
 
 MIDSCALE = REPO / "results" / "midscale"
