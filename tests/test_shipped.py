@@ -40,6 +40,14 @@ def record(run: Path) -> tuple[dict, list[dict], dict]:
     return json.loads((run / "args.json").read_text())["args"], metrics(run), final(run)
 
 
+def assert_taught_by(run: Path, made: dict, teacher=None, para=None) -> None:
+    """The run's final.json "run" names the given teacher and paraphraser networks (by fingerprint)."""
+    if teacher is not None:
+        assert made["teacher"]["fingerprint"] == fingerprint(teacher), run
+    if para is not None:
+        assert [p["fingerprint"] for p in made["paraphrasers"]] == [fingerprint(para)], run
+
+
 def test_shipped_teacher_is_a_finished_16000_iteration_run():
     args, lines, last = record(TEACHER)
     assert (args["arch"], args["dataset"], args["iters"], args["milestones"]) == ("resnet56", "folder", 16000,
@@ -102,9 +110,7 @@ def test_committed_demo_summary_is_what_its_records_give(demo, monkeypatch, caps
     network, _ = load_classifier(teacher)
     paraphraser, _ = load_paraphraser(para)
     for ft in sorted(folder.glob("ft-resnet20-s*")):
-        made = final(ft)["run"]
-        assert made["teacher"]["fingerprint"] == fingerprint(network), ft
-        assert [p["fingerprint"] for p in made["paraphrasers"]] == [fingerprint(paraphraser)], ft
+        assert_taught_by(ft, final(ft)["run"], network, paraphraser)
     monkeypatch.setattr(demo_summary, "teacher_error",
                         lambda path, args: ("resnet56", final(Path(path))["test_error_last"], 10000))
     demo_summary.main(demo_summary.get_args_parser().parse_args(
@@ -137,11 +143,8 @@ def test_midscale_records_are_finished_runs_of_one_row_on_the_shipped_teacher():
         same = {k: v for k, v in args.items() if k not in PER_RUN}
         assert shared is None or same == shared, f"{run}: flags differ from the other runs"
         shared = same
-        made = last["run"]
-        if args["method"] != "ce":
-            assert made["teacher"]["fingerprint"] == fingerprint(teacher), run
-        if args["method"] == "ft":
-            assert [p["fingerprint"] for p in made["paraphrasers"]] == [fingerprint(para)], run
+        assert_taught_by(run, last["run"], teacher if args["method"] != "ce" else None,
+                         para if args["method"] == "ft" else None)
 
 
 def test_committed_midscale_report_regenerates_from_the_records(tmp_path, monkeypatch):
