@@ -147,29 +147,38 @@ def test_midscale_records_are_finished_runs_of_one_row_on_the_shipped_teacher():
                          para if args["method"] == "ft" else None)
 
 
-def test_committed_midscale_report_regenerates_from_the_records(tmp_path, monkeypatch):
-    """results/midscale/report-table1.md is what `scripts/report.py results/midscale
-    results/shipped/teacher-resnet56 --table 1` makes of the committed records, nothing edited by hand."""
-    committed = MIDSCALE / "report-table1.md"
-    assert committed.exists(), "make it: python scripts/report.py results/midscale results/shipped/teacher-resnet56 " \
-                               "--table 1 --out results/midscale"
+# the committed reports: their folder, the roots scripts/report.py reads, the README's copy marker
+REPORTS = {"midscale": (MIDSCALE, ["results/midscale", "results/shipped/teacher-resnet56"], 7),
+           "fullschedule": (FULL, ["results/fullschedule"], 5)}
+
+
+@pytest.mark.parametrize("name", list(REPORTS))
+def test_committed_report_regenerates_from_the_records(name, tmp_path, monkeypatch):
+    """results/<name>/report-table1.md is what `scripts/report.py <roots> --table 1` makes of the
+    committed records, nothing edited by hand."""
+    folder, roots, _ = REPORTS[name]
+    committed = folder / "report-table1.md"
+    assert committed.exists(), f"make it: python scripts/report.py {' '.join(roots)} --table 1 --out {roots[0]}"
     monkeypatch.chdir(REPO)
-    report.main(["results/midscale", "results/shipped/teacher-resnet56", "--table", "1", "--out", str(tmp_path)])
+    report.main([*roots, "--table", "1", "--out", str(tmp_path)])
     assert (tmp_path / "report-table1.md").read_text() == committed.read_text()
 
 
-def test_readme_midscale_lines_are_the_committed_report():
-    """The README's mid-scale tables are lines of results/midscale/report-table1.md, verbatim."""
+@pytest.mark.parametrize("name", list(REPORTS))
+def test_readme_report_lines_are_the_committed_report(name):
+    """The README's lines copied from results/<name>/report-table1.md are lines of it, verbatim."""
+    folder, _, least = REPORTS[name]
     readme = (REPO / "README.md").read_text()
-    start, end = "<!-- copied from results/midscale/report-table1.md -->", "<!-- end of the lines copied"
+    start = f"<!-- copied from results/{name}/report-table1.md -->"
+    end = f"<!-- end of the lines copied from results/{name}/report-table1.md -->"
     assert start in readme and end in readme
     block = readme.split(start)[1].split(end)[0]
     rows = [line for line in block.splitlines() if line.startswith("|")]
-    report_lines = set((MIDSCALE / "report-table1.md").read_text().splitlines())
-    assert len(rows) >= 7 and [r for r in rows if r not in report_lines] == []
+    report_lines = set((folder / "report-table1.md").read_text().splitlines())
+    assert len(rows) >= least and [r for r in rows if r not in report_lines] == []
 
 
-# scripts/table1.sh's environment for the full-schedule row (results/fullschedule-resume/README.md)
+# scripts/table1.sh's environment for the full-schedule row (results/fullschedule/README.md)
 FULL_ENV = {"SEEDS": "1", "DATASET": "folder", "DATA_ROOT": "../shared/data/cifar10-jpeg.tar.gz", "RUNS": "runs_full"}
 
 
@@ -181,11 +190,14 @@ def table1_line(run: str) -> list[str]:
 
 
 def test_fullschedule_records_are_table1s_commands_at_the_papers_schedule():
-    """results/fullschedule/: records only of finished runs, each the command scripts/table1.sh
-    issues for its folder (the settings resolved from that command line agree with the record
-    as a resume would require) at the paper's schedule, on all images."""
+    """results/fullschedule/: records only of the row's four finished runs, each the command
+    scripts/table1.sh issues for its folder (the settings resolved from that command line agree
+    with the record as a resume would require) at the paper's schedule, on all images; the FT
+    student taught by the shipped full-schedule teacher and paraphraser."""
     runs = sorted(p.parent for p in FULL.glob("folder/*/final.json"))
-    assert runs, "no finished full-schedule run under results/fullschedule/folder"
+    assert [run.name for run in runs] == ["ce-resnet20-s0", "ft-resnet20-from-resnet56-k0.5-s0",
+                                          "para-resnet56-k0.5-s0", "teacher-resnet56-s0"]
+    assert not (REPO / "results" / "fullschedule-resume").exists(), "no unfinished run left to resume"
     for run in runs:
         args = run_record.read(run).args
         assert not (run / "checkpoint.pt").exists(), f"{run}: records only, no weights"
@@ -205,3 +217,5 @@ def test_fullschedule_records_are_table1s_commands_at_the_papers_schedule():
         assert (args["iters"], args["milestones"], args["lr"], args["batch_size"], args["wd"]) == \
             (64000, [32000, 48000], 0.1, 128, 5e-4), run
         assert last["test_error_last"] == lines[-1]["test_error"], run
+        if args.get("method") == "ft":  # from the shipped full-schedule teacher and paraphraser
+            assert_taught_by(run, last["run"], load_classifier(TEACHER_64K)[0], load_paraphraser(PARA_64K)[0])
